@@ -1,0 +1,1 @@
+namespace DmaBuf.Simulation; internal static class Placeholder { }

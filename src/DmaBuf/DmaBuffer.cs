@@ -1,0 +1,295 @@
+// Ownership: a DmaBuffer is owned by its references. DmaBuffer.Export returns the first DmaBufHandle; Duplicate makes
+// another; each attachment and each CPU view holds one more. When the count reaches zero the buffer releases itself
+// exactly once: registry entry, then exporter.Release (which frees the memory). Nothing else may free it.
+using System.Diagnostics;
+using System.Text;
+
+namespace DmaBuf;
+
+/// <summary>Lifecycle of a <see cref="DmaBuffer"/>.</summary>
+public enum DmaBufState
+{
+    /// <summary>Exported, referenced, usable.</summary>
+    Live,
+
+    /// <summary>The last reference went; cached state and the exporter's backing store are being released.</summary>
+    Releasing,
+
+    /// <summary>Released. Every use is an <see cref="ObjectDisposedException"/>.</summary>
+    Released,
+}
+
+/// <summary>What <see cref="DmaBuffer.Export"/> needs (<c>struct dma_buf_export_info</c>).</summary>
+public sealed class DmaBufExportInfo
+{
+    /// <summary>The exporter that owns the memory. Required.</summary>
+    public required IDmaBufExporter Exporter { get; init; }
+
+    /// <summary>Size in bytes, fixed for the buffer's life. Must be positive.</summary>
+    public required long Size { get; init; }
+
+    /// <summary>The exporter's private object for this buffer (its backing store), read back by the exporter.</summary>
+    public object? ExporterPrivate { get; init; }
+
+    /// <summary>Initial debug name; see <see cref="DmaBuffer.Name"/>.</summary>
+    public string? Name { get; init; }
+
+    /// <summary>Registry the buffer is listed in; <see cref="BufferRegistry.Default"/> when null.</summary>
+    public BufferRegistry? Registry { get; init; }
+}
+
+/// <summary>
+/// A shared buffer (<c>struct dma_buf</c>): fixed size, a unique <see cref="Id"/>, the exporter that owns its memory and
+/// the devices attached to it.
+/// </summary>
+/// <remarks>
+/// <para><b>Lifetime.</b> A buffer is held through counted references (<see cref="DmaBufHandle"/>, attachments, CPU
+/// views). It is released exactly once, when the last reference goes (rule 1): it leaves its registry, then
+/// <see cref="IDmaBufExporter.Release"/> runs, then its state is <see cref="DmaBufState.Released"/>. An attachment holds a
+/// reference, so a buffer with attachments is never released (rule 2).</para>
+/// <para><b>Locking.</b> One lock per buffer (<see cref="LockLevel.Buffer"/>), taken for attach, detach, map, unmap and name
+/// changes. Exporter and address-space locks nest inside it; registry locks never do (rule 9). Release and every callback
+/// run with no framework lock held (rule 5).</para>
+/// <para><b>Identity.</b> <see cref="Id"/> is never reused within a process, like an inode number: key caches by it,
+/// never by an fd number or an address (rule 6).</para>
+/// </remarks>
+public sealed class DmaBuffer
+{
+    /// <summary>Longest name in UTF-8 bytes, as the kernel's <c>DMA_BUF_NAME_LEN</c> (32, with the terminator).</summary>
+    public const int MaxNameLength = 31;
+
+    private static long s_nextId;
+
+    private readonly List<DmaBufAttachment> _attachments = [];
+    private int _refCount = 1;
+    private int _releaseCount;
+    private string? _name;
+    private int _state; // DmaBufState; an int so it can be read with Volatile
+
+    private DmaBuffer(DmaBufExportInfo info, BufferRegistry registry)
+    {
+        Id = Interlocked.Increment(ref s_nextId);
+        Size = info.Size;
+        Exporter = info.Exporter;
+        ExporterPrivate = info.ExporterPrivate;
+        Registry = registry;
+        Lock = new OrderedLock(LockLevel.Buffer, $"buffer {Id}");
+        _name = info.Name;
+    }
+
+    /// <summary>Unique identity of the buffer in this process; never reused.</summary>
+    public long Id { get; }
+
+    /// <summary>Size in bytes.</summary>
+    public long Size { get; }
+
+    /// <summary>The exporter that owns the memory.</summary>
+    public IDmaBufExporter Exporter { get; }
+
+    /// <summary>Exporter name, as in <c>exp_name</c>.</summary>
+    public string ExporterName => Exporter.Name;
+
+    /// <summary>The exporter's private object given at export.</summary>
+    public object? ExporterPrivate { get; }
+
+    /// <summary>The registry that lists the buffer.</summary>
+    public BufferRegistry Registry { get; }
+
+    /// <summary>The buffer's lock (its reservation lock).</summary>
+    public OrderedLock Lock { get; }
+
+    /// <summary>Current lifecycle state.</summary>
+    public DmaBufState State => (DmaBufState)Volatile.Read(ref _state);
+
+    /// <summary>Number of references: handles, attachments and CPU views.</summary>
+    public int ReferenceCount => Volatile.Read(ref _refCount);
+
+    /// <summary>
+    /// Debug name (<c>DMA_BUF_SET_NAME</c>); may be changed at any time. At most <see cref="MaxNameLength"/> UTF-8 bytes
+    /// and no control characters.
+    /// </summary>
+    /// <exception cref="ArgumentException">The name is too long or has control characters.</exception>
+    /// <exception cref="ObjectDisposedException">(set) The buffer was released.</exception>
+    public string? Name
+    {
+        get => Volatile.Read(ref _name);
+        set
+        {
+            ValidateName(value);
+            using OrderedLock.Scope scope = Lock.Enter();
+            ThrowIfNotLive();
+            _name = value;
+        }
+    }
+
+    /// <summary>The attachments, as a snapshot taken under the buffer lock.</summary>
+    public IReadOnlyList<DmaBufAttachment> Attachments
+    {
+        get
+        {
+            using OrderedLock.Scope scope = Lock.Enter();
+            return [.. _attachments];
+        }
+    }
+
+    /// <summary>
+    /// Creates a buffer over the exporter's memory and returns its first reference (<c>dma_buf_export</c>). After this
+    /// returns, the buffer owns the exporter's backing store: a failure in a later step must only dispose the handle,
+    /// which runs <see cref="IDmaBufExporter.Release"/> exactly once (rule 7). If this throws, nothing was taken over.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">Size is not positive.</exception>
+    /// <exception cref="ArgumentException">The name is invalid.</exception>
+    public static DmaBufHandle Export(DmaBufExportInfo info)
+    {
+        ArgumentNullException.ThrowIfNull(info);
+        ArgumentNullException.ThrowIfNull(info.Exporter);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(info.Size);
+        ValidateName(info.Name);
+
+        var buffer = new DmaBuffer(info, info.Registry ?? BufferRegistry.Default);
+        buffer.Registry.Add(buffer);
+        DmaBufMetrics.s_exports.Add(1);
+        DmaBufMetrics.s_liveBuffers.Add(1);
+        return new DmaBufHandle(buffer);
+    }
+
+    /// <summary>Checks a name against the rules of <see cref="Name"/>.</summary>
+    /// <exception cref="ArgumentException">The name is too long or has control characters.</exception>
+    public static void ValidateName(string? name)
+    {
+        if (name is null)
+        {
+            return;
+        }
+
+        if (Encoding.UTF8.GetByteCount(name) > MaxNameLength)
+        {
+            throw new ArgumentException(
+                $"Buffer name '{name}' is {Encoding.UTF8.GetByteCount(name)} bytes; at most {MaxNameLength} UTF-8 bytes are allowed.",
+                nameof(name));
+        }
+
+        foreach (char c in name)
+        {
+            if (char.IsControl(c))
+            {
+                throw new ArgumentException("Buffer names may not contain control characters.", nameof(name));
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"dma-buf {Id} ({ExporterName}, {Size} bytes{(Name is { } n ? ", " + n : "")})";
+
+    /// <summary>Adds a reference; fails once the count has reached zero (SafeHandle-style).</summary>
+    internal bool TryAddRef()
+    {
+        int count = Volatile.Read(ref _refCount);
+        while (count > 0)
+        {
+            int seen = Interlocked.CompareExchange(ref _refCount, count + 1, count);
+            if (seen == count)
+            {
+                return true;
+            }
+
+            count = seen;
+        }
+
+        return false;
+    }
+
+    internal void AddRef()
+    {
+        if (!TryAddRef())
+        {
+            throw new ObjectDisposedException(ToString(), "The buffer was released.");
+        }
+    }
+
+    /// <summary>Drops a reference; the last one releases the buffer. Must be called with no framework lock held.</summary>
+    internal void ReleaseRef()
+    {
+        int count = Interlocked.Decrement(ref _refCount);
+        Debug.Assert(count >= 0, "reference count went negative");
+        if (count == 0)
+        {
+            ReleaseCore();
+        }
+    }
+
+    internal void ThrowIfNotLive()
+    {
+        if (_state != (int)DmaBufState.Live)
+        {
+            throw new ObjectDisposedException(ToString(), "The buffer was released.");
+        }
+    }
+
+    internal void AddAttachmentLocked(DmaBufAttachment attachment)
+    {
+        Debug.Assert(Lock.IsHeldByCurrentThread);
+        _attachments.Add(attachment);
+        AssertInvariantsLocked();
+    }
+
+    internal void RemoveAttachmentLocked(DmaBufAttachment attachment)
+    {
+        Debug.Assert(Lock.IsHeldByCurrentThread);
+        _attachments.Remove(attachment);
+        AssertInvariantsLocked();
+    }
+
+    internal int AttachmentCountLocked => _attachments.Count;
+
+    internal void SnapshotLocked(List<string> devices, out int mappings)
+    {
+        mappings = 0;
+        foreach (DmaBufAttachment a in _attachments)
+        {
+            devices.Add(a.Device.Name);
+            mappings += a.LiveMappingCountLocked;
+        }
+    }
+
+    internal void MarkReleasingLocked()
+    {
+        Debug.Assert(Lock.IsHeldByCurrentThread);
+        _state = (int)DmaBufState.Releasing;
+    }
+
+    private void ReleaseCore()
+    {
+        // Exactly once: the count only reaches zero once, because TryAddRef refuses to resurrect it. The counter below
+        // turns a broken caller (a Dispose racing a resurrection) into a loud failure instead of a double free.
+        if (Interlocked.Increment(ref _releaseCount) != 1)
+        {
+            throw new InvalidOperationException($"{this} released twice.");
+        }
+
+        OrderedLock.AssertNoneHeld($"Release of {this}");
+        Registry.Remove(this);
+        Exporter.Release(this);
+        Volatile.Write(ref _state, (int)DmaBufState.Released);
+        DmaBufMetrics.s_releases.Add(1);
+        DmaBufMetrics.s_liveBuffers.Add(-1);
+    }
+
+    [Conditional("DEBUG")]
+    internal void AssertInvariantsLocked()
+    {
+        Debug.Assert(Lock.IsHeldByCurrentThread, "invariants are checked under the buffer lock");
+        if (_refCount < _attachments.Count)
+        {
+            throw new InvalidOperationException($"{this}: {_attachments.Count} attachments but only {_refCount} references.");
+        }
+
+        foreach (DmaBufAttachment a in _attachments)
+        {
+            if (!ReferenceEquals(a.Buffer, this))
+            {
+                throw new InvalidOperationException($"{this}: attachment of another buffer in its list.");
+            }
+        }
+    }
+}
