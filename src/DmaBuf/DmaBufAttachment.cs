@@ -18,13 +18,40 @@ public sealed class DmaBufAttachment : IDisposable
 {
     private readonly List<LiveMapping> _mappings = [];
     private bool _detached;
+    private int _pins;
+    private LiveMapping? _cached;
 
-    private DmaBufAttachment(DmaBuffer buffer, IDmaDevice device, object? importerPrivate)
+    private DmaBufAttachment(DmaBuffer buffer, IDmaDevice device, object? importerPrivate, IDmaBufImporter? importer, bool holdsReference)
     {
         Buffer = buffer;
         Device = device;
         ImporterPrivate = importerPrivate;
+        Importer = importer;
+        HoldsReference = holdsReference;
     }
+
+    /// <summary>
+    /// The dynamic importer told of moves, or null for a static importer, whose mappings pin the buffer while they exist.
+    /// </summary>
+    public IDmaBufImporter? Importer { get; }
+
+    /// <summary>
+    /// Whether the attachment holds a reference to its buffer. Importers' attachments do (rule 2); attachments owned by a
+    /// cache or metadata entry do not: they belong to the buffer and are released with it (rule 3).
+    /// </summary>
+    public bool HoldsReference { get; }
+
+    /// <summary>Whether the buffer is pinned through this attachment (explicitly, or by a static importer's mapping).</summary>
+    public bool IsPinned
+    {
+        get
+        {
+            using OrderedLock.Scope scope = Buffer.Lock.Enter();
+            return IsPinnedLocked;
+        }
+    }
+
+    internal bool IsPinnedLocked => _pins > 0 || (Importer is null && (_mappings.Count > 0 || _cached is not null) && HoldsReference);
 
     /// <summary>The buffer attached to.</summary>
     public DmaBuffer Buffer { get; }
@@ -60,10 +87,10 @@ public sealed class DmaBufAttachment : IDisposable
 
     internal int LiveMappingCountLocked => _mappings.Count;
 
-    internal static DmaBufAttachment Create(DmaBuffer buffer, IDmaDevice device, object? importerPrivate)
+    internal static DmaBufAttachment Create(DmaBuffer buffer, IDmaDevice device, object? importerPrivate, IDmaBufImporter? importer)
     {
         buffer.AddRef();
-        var attachment = new DmaBufAttachment(buffer, device, importerPrivate);
+        var attachment = new DmaBufAttachment(buffer, device, importerPrivate, importer, holdsReference: true);
         try
         {
             using OrderedLock.Scope scope = buffer.Lock.Enter();
@@ -78,6 +105,107 @@ public sealed class DmaBufAttachment : IDisposable
         }
 
         return attachment;
+    }
+
+    /// <summary>
+    /// Attaches without taking a reference: for state that belongs to the buffer (a metadata entry or a cache) and is
+    /// released by the buffer's own release, before the exporter frees the memory.
+    /// </summary>
+    internal static DmaBufAttachment CreateOwnedByBuffer(DmaBuffer buffer, IDmaDevice device, IDmaBufImporter? importer)
+    {
+        var attachment = new DmaBufAttachment(buffer, device, importerPrivate: null, importer, holdsReference: false);
+        using OrderedLock.Scope scope = buffer.Lock.Enter();
+        buffer.ThrowIfNotLive();
+        buffer.Exporter.Attach(attachment);
+        buffer.AddAttachmentLocked(attachment);
+        return attachment;
+    }
+
+    /// <summary>
+    /// Maps once and returns the same device addresses on later calls (the exporter-side per-attachment cache, as the
+    /// kernel's <c>cache_sgt_mapping</c>). The cached mapping is unmapped at detach, or dropped when the buffer moves.
+    /// </summary>
+    /// <param name="direction">Direction; a later call with another direction remaps as <see cref="DmaDirection.Bidirectional"/>.</param>
+    /// <param name="hit">Whether the cache answered.</param>
+    /// <exception cref="ObjectDisposedException">The attachment was detached.</exception>
+    public ScatterTable MapCached(DmaDirection direction, out bool hit)
+    {
+        ScatterTable table;
+        using (OrderedLock.Scope scope = Buffer.Lock.Enter())
+        {
+            ThrowIfDetachedLocked();
+            if (_cached is { } c && (c.Direction == direction || c.Direction == DmaDirection.Bidirectional))
+            {
+                hit = true;
+                DmaBufMetrics.s_cacheHits.Add(1);
+                return c.Table;
+            }
+
+            hit = false;
+            if (_cached is { } old)
+            {
+                _cached = null;
+                Buffer.Exporter.Unmap(this, old.Table, old.Direction);
+                DmaBufMetrics.s_unmaps.Add(1);
+                direction = DmaDirection.Bidirectional;
+            }
+
+            table = Buffer.Exporter.Map(this, direction);
+            _cached = new LiveMapping(table, direction);
+        }
+
+        DmaBufMetrics.s_cacheMisses.Add(1);
+        DmaBufMetrics.s_maps.Add(1);
+        DmaBufMetrics.s_bytesMapped.Add((long)table.TotalLength);
+        return table;
+    }
+
+    /// <summary>Whether a cached mapping from <see cref="MapCached"/> is held.</summary>
+    public bool HasCachedMapping
+    {
+        get
+        {
+            using OrderedLock.Scope scope = Buffer.Lock.Enter();
+            return _cached is not null;
+        }
+    }
+
+    /// <summary>Pins the buffer in place for this attachment (<c>dma_buf_pin</c>): a pinned buffer cannot move.</summary>
+    /// <exception cref="ObjectDisposedException">The attachment was detached.</exception>
+    public void Pin()
+    {
+        using OrderedLock.Scope scope = Buffer.Lock.Enter();
+        ThrowIfDetachedLocked();
+        Buffer.Exporter.Pin(this);
+        _pins++;
+    }
+
+    /// <summary>Undoes one <see cref="Pin"/>.</summary>
+    /// <exception cref="InvalidOperationException">The attachment is not pinned.</exception>
+    public void Unpin()
+    {
+        using OrderedLock.Scope scope = Buffer.Lock.Enter();
+        if (_pins == 0)
+        {
+            throw new InvalidOperationException($"Unpin of {this} without a matching Pin.");
+        }
+
+        _pins--;
+        Buffer.Exporter.Unpin(this);
+    }
+
+    /// <summary>Drops the cached mapping because the buffer moves. Buffer lock held.</summary>
+    internal int DropCachedMappingLocked()
+    {
+        if (_cached is not { } c)
+        {
+            return 0;
+        }
+
+        _cached = null;
+        Buffer.Exporter.Unmap(this, c.Table, c.Direction);
+        DmaBufMetrics.s_unmaps.Add(1);
+        return 1;
     }
 
     /// <summary>
@@ -144,6 +272,19 @@ public sealed class DmaBufAttachment : IDisposable
             }
 
             _mappings.Clear();
+            if (_cached is { } c)
+            {
+                _cached = null;
+                Buffer.Exporter.Unmap(this, c.Table, c.Direction);
+                unmapped++;
+            }
+
+            while (_pins > 0)
+            {
+                _pins--;
+                Buffer.Exporter.Unpin(this);
+            }
+
             Buffer.Exporter.Detach(this);
             Buffer.RemoveAttachmentLocked(this);
         }
@@ -154,7 +295,10 @@ public sealed class DmaBufAttachment : IDisposable
         }
 
         // Outside the lock: this may be the last reference, and release runs with no lock held (rule 5).
-        Buffer.ReleaseRef();
+        if (HoldsReference)
+        {
+            Buffer.ReleaseRef();
+        }
     }
 
     /// <inheritdoc/>

@@ -51,12 +51,14 @@ public sealed class DmaBufHandle : IDisposable
     /// </summary>
     /// <param name="device">The importing device.</param>
     /// <param name="importerPrivate">The importer's private object, kept on the attachment.</param>
+    /// <param name="importer">A dynamic importer, told when the buffer moves; null for a static importer, whose
+    /// mappings pin the buffer.</param>
     /// <exception cref="ObjectDisposedException">The handle was disposed.</exception>
     /// <exception cref="NotSupportedException">The exporter refused the device.</exception>
-    public DmaBufAttachment Attach(IDmaDevice device, object? importerPrivate = null)
+    public DmaBufAttachment Attach(IDmaDevice device, object? importerPrivate = null, IDmaBufImporter? importer = null)
     {
         ArgumentNullException.ThrowIfNull(device);
-        return DmaBufAttachment.Create(Buffer, device, importerPrivate);
+        return DmaBufAttachment.Create(Buffer, device, importerPrivate, importer);
     }
 
     /// <summary>

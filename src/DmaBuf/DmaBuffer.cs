@@ -74,6 +74,7 @@ public sealed class DmaBuffer
         ExporterPrivate = info.ExporterPrivate;
         Registry = registry;
         Lock = new OrderedLock(LockLevel.Buffer, $"buffer {Id}");
+        Metadata = new BufferMetadata(this);
         _name = info.Name;
     }
 
@@ -97,6 +98,9 @@ public sealed class DmaBuffer
 
     /// <summary>The buffer's lock (its reservation lock).</summary>
     public OrderedLock Lock { get; }
+
+    /// <summary>Per-buffer metadata and cached mappings; released with the buffer (rules 3 and 4).</summary>
+    public BufferMetadata Metadata { get; }
 
     /// <summary>Current lifecycle state.</summary>
     public DmaBufState State => (DmaBufState)Volatile.Read(ref _state);
@@ -242,6 +246,17 @@ public sealed class DmaBuffer
 
     internal int AttachmentCountLocked => _attachments.Count;
 
+    private int CountedAttachmentsLocked()
+    {
+        int n = 0;
+        foreach (DmaBufAttachment a in _attachments)
+        {
+            n += a.HoldsReference ? 1 : 0;
+        }
+
+        return n;
+    }
+
     internal void SnapshotLocked(List<string> devices, out int mappings)
     {
         mappings = 0;
@@ -269,17 +284,98 @@ public sealed class DmaBuffer
 
         OrderedLock.AssertNoneHeld($"Release of {this}");
         Registry.Remove(this);
+
+        // Cached state first, newest first, while the memory is still there; then the exporter frees it.
+        MetadataEntry[] entries;
+        using (OrderedLock.Scope scope = Lock.Enter())
+        {
+            entries = Metadata.DetachAllLocked();
+        }
+
+        foreach (MetadataEntry e in entries)
+        {
+            e.Release(MetadataReleaseReason.BufferReleased);
+        }
+
+        using (OrderedLock.Scope scope = Lock.Enter())
+        {
+            if (_attachments.Count != 0)
+            {
+                throw new InvalidOperationException($"{this}: {_attachments.Count} attachment(s) outlived the buffer's references.");
+            }
+        }
+
         Exporter.Release(this);
         Volatile.Write(ref _state, (int)DmaBufState.Released);
         DmaBufMetrics.s_releases.Add(1);
         DmaBufMetrics.s_liveBuffers.Add(-1);
     }
 
+    /// <summary>
+    /// Moves the buffer (dynamic exporters only; <c>dma_buf_move_notify</c>). Under the buffer lock the move is refused if
+    /// an attachment pins the buffer, cached attachment mappings are unmapped and <paramref name="relocate"/> runs; it
+    /// returns what frees the old placement. Then, with no lock held, every placement-dependent metadata entry is
+    /// released (reason <see cref="MetadataReleaseReason.Invalidated"/>), every dynamic importer is notified, and only
+    /// then is the old placement freed, so no device mapping can reach memory given back.
+    /// </summary>
+    /// <param name="relocate">The exporter's relocation; runs under the buffer lock; returns the action that frees the old placement.</param>
+    /// <returns>The number of cached mappings and metadata entries invalidated.</returns>
+    /// <exception cref="InvalidOperationException">An attachment pins the buffer; the message names it.</exception>
+    /// <exception cref="ObjectDisposedException">The buffer was released.</exception>
+    public int Move(Func<DmaBuffer, Action> relocate)
+    {
+        ArgumentNullException.ThrowIfNull(relocate);
+        MetadataEntry[] entries;
+        List<DmaBufAttachment> notify = [];
+        Action freeOld;
+        int invalidated = 0;
+        using (OrderedLock.Scope scope = Lock.Enter())
+        {
+            ThrowIfNotLive();
+            foreach (DmaBufAttachment a in _attachments)
+            {
+                if (a.IsPinnedLocked)
+                {
+                    throw new InvalidOperationException($"{this} cannot move: {a.Device.Name}'s attachment pins it.");
+                }
+            }
+
+            foreach (DmaBufAttachment a in _attachments)
+            {
+                invalidated += a.DropCachedMappingLocked();
+                if (a.Importer is not null)
+                {
+                    notify.Add(a);
+                }
+            }
+
+            entries = Metadata.DetachPlacementDependentLocked();
+            freeOld = relocate(this);
+        }
+
+        foreach (MetadataEntry e in entries)
+        {
+            if (e.Release(MetadataReleaseReason.Invalidated))
+            {
+                invalidated++;
+            }
+        }
+
+        foreach (DmaBufAttachment a in notify)
+        {
+            a.Importer!.MoveNotify(a);
+        }
+
+        freeOld();
+        DmaBufMetrics.s_invalidations.Add(invalidated);
+        return invalidated;
+    }
+
     [Conditional("DEBUG")]
     internal void AssertInvariantsLocked()
     {
         Debug.Assert(Lock.IsHeldByCurrentThread, "invariants are checked under the buffer lock");
-        if (_refCount < _attachments.Count)
+        if (_refCount < CountedAttachmentsLocked())
         {
             throw new InvalidOperationException($"{this}: {_attachments.Count} attachments but only {_refCount} references.");
         }
