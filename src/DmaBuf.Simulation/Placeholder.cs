@@ -1,1 +1,0 @@
-namespace DmaBuf.Simulation; internal static class Placeholder { }

@@ -1,0 +1,200 @@
+namespace DmaBuf.Simulation;
+
+/// <summary>The kinds of DMA devices on the simulated SoC.</summary>
+public enum DeviceKind
+{
+    /// <summary>Video decoder (VPU): writes frames.</summary>
+    Decoder,
+
+    /// <summary>Display controller: reads frames for scan-out.</summary>
+    Display,
+
+    /// <summary>GPU: reads and writes.</summary>
+    Gpu,
+
+    /// <summary>Camera image signal processor: writes frames.</summary>
+    Isp,
+
+    /// <summary>Video encoder: reads frames.</summary>
+    Encoder,
+}
+
+/// <summary>
+/// A DMA device of the simulated SoC. Its DMA engine moves real bytes through its address space: every access is
+/// translated page by page, so an unmapped or read-only address is a recorded fault and a freed page is a counted
+/// safety violation. A transfer takes simulated time at the device's bandwidth.
+/// </summary>
+public sealed class SimDevice : IDmaDevice
+{
+    private readonly SimClock _clock;
+
+    /// <summary>Creates a device.</summary>
+    /// <param name="name">Device name.</param>
+    /// <param name="kind">What it is.</param>
+    /// <param name="addressSpace">Where its DMA goes: an IOMMU domain or direct.</param>
+    /// <param name="clock">The SoC clock its transfers take time on.</param>
+    /// <param name="bytesPerSecond">DMA bandwidth.</param>
+    /// <param name="isCoherent">Whether it snoops CPU caches.</param>
+    public SimDevice(string name, DeviceKind kind, ISimAddressSpace addressSpace, SimClock clock, long bytesPerSecond, bool isCoherent = false)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(bytesPerSecond);
+        Name = name;
+        Kind = kind;
+        SimAddressSpace = addressSpace;
+        _clock = clock;
+        BytesPerSecond = bytesPerSecond;
+        IsCoherent = isCoherent;
+    }
+
+    /// <inheritdoc/>
+    public string Name { get; }
+
+    /// <summary>What the device is.</summary>
+    public DeviceKind Kind { get; }
+
+    /// <inheritdoc/>
+    public IDmaAddressSpace AddressSpace => SimAddressSpace;
+
+    /// <summary>The address space with its DMA entry points.</summary>
+    public ISimAddressSpace SimAddressSpace { get; }
+
+    /// <inheritdoc/>
+    public bool IsCoherent { get; }
+
+    /// <summary>The descriptor-chain format of the device's DMA engine, or null if it takes plain address lists.</summary>
+    public DescriptorChainFormat? ChainFormat { get; init; }
+
+    /// <summary>DMA bandwidth in bytes per second.</summary>
+    public long BytesPerSecond { get; }
+
+    /// <summary>Bytes moved by this device's DMA engine.</summary>
+    public long BytesTransferred { get; private set; }
+
+    /// <summary>
+    /// Writes <paramref name="data"/> at <paramref name="offset"/> of a buffer mapped for this device at
+    /// <paramref name="mapping"/> (device addresses). Returns false if the transfer faulted part way.
+    /// </summary>
+    public bool DmaWrite(ScatterTable mapping, long offset, ReadOnlySpan<byte> data)
+    {
+        bool ok = true;
+        List<(ulong Address, int Start, int Count)> pieces = Walk(mapping, offset, data.Length);
+        foreach ((ulong address, int start, int count) in pieces)
+        {
+            if (!SimAddressSpace.DmaWrite(address, data.Slice(start, count)))
+            {
+                ok = false;
+                break;
+            }
+        }
+
+        Account(data.Length);
+        return ok;
+    }
+
+    /// <summary>
+    /// Reads into <paramref name="destination"/> from <paramref name="offset"/> of a buffer mapped for this device at
+    /// <paramref name="mapping"/>. Returns false if the transfer faulted part way.
+    /// </summary>
+    public bool DmaRead(ScatterTable mapping, long offset, Span<byte> destination)
+    {
+        bool ok = true;
+        List<(ulong Address, int Start, int Count)> pieces = Walk(mapping, offset, destination.Length);
+        foreach ((ulong address, int start, int count) in pieces)
+        {
+            if (!SimAddressSpace.DmaRead(address, destination.Slice(start, count)))
+            {
+                ok = false;
+                break;
+            }
+        }
+
+        Account(destination.Length);
+        return ok;
+    }
+
+    /// <summary>
+    /// Builds a descriptor chain for <paramref name="mapping"/> in this device's format, charging the build time to the
+    /// clock.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The device has no chain format.</exception>
+    public DescriptorChain BuildChain(ScatterTable mapping)
+    {
+        DescriptorChainFormat format = ChainFormat ?? throw new InvalidOperationException($"{Name} has no descriptor-chain format.");
+        var chain = DescriptorChain.Build(format, AddressSpace.Id, mapping);
+        _clock.Advance(chain.BuildNs);
+        return chain;
+    }
+
+    /// <summary>
+    /// Reads the buffer described by <paramref name="chain"/> into <paramref name="destination"/>, descriptor by
+    /// descriptor, the way the DMA engine walks a chain. A chain built for another address space or a stale mapping
+    /// faults or reads the wrong bytes — nothing checks it for the device. Returns false if a descriptor faulted.
+    /// </summary>
+    public bool DmaReadChain(DescriptorChain chain, Span<byte> destination)
+    {
+        ArgumentNullException.ThrowIfNull(chain);
+        int done = 0;
+        bool ok = true;
+        foreach (Descriptor d in chain.Descriptors)
+        {
+            if (done >= destination.Length)
+            {
+                break;
+            }
+
+            int n = Math.Min(d.Length, destination.Length - done);
+            if (!SimAddressSpace.DmaRead(d.DeviceAddress, destination.Slice(done, n)))
+            {
+                ok = false;
+                break;
+            }
+
+            done += n;
+        }
+
+        Account(destination.Length);
+        return ok;
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() => $"{Name} ({Kind})";
+
+    private void Account(int bytes)
+    {
+        BytesTransferred += bytes;
+        _clock.Advance(bytes * 1_000_000_000L / BytesPerSecond);
+    }
+
+    private static List<(ulong, int, int)> Walk(ScatterTable mapping, long offset, int count)
+    {
+        var pieces = new List<(ulong, int, int)>(mapping.Count);
+        if (offset < 0 || (ulong)offset + (ulong)count > mapping.TotalLength)
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset), $"DMA of {count} bytes at {offset} is outside a {mapping.TotalLength}-byte mapping.");
+        }
+
+        int done = 0;
+        ulong position = 0;
+        foreach (ScatterSegment s in mapping.Segments)
+        {
+            if (done == count)
+            {
+                break;
+            }
+
+            ulong segStart = position;
+            position += s.Length;
+            ulong want = (ulong)offset + (ulong)done;
+            if (want >= position)
+            {
+                continue;
+            }
+
+            int n = (int)Math.Min(s.Length - (want - segStart), (ulong)(count - done));
+            pieces.Add((s.Address + (want - segStart), done, n));
+            done += n;
+        }
+
+        return pieces;
+    }
+}
