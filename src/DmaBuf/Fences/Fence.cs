@@ -71,6 +71,24 @@ public sealed class Fence
     /// <summary>When the fence signaled, in <see cref="Stopwatch.GetTimestamp"/> ticks; null while pending.</summary>
     public long? SignalTimestamp => IsSignaled ? Volatile.Read(ref _timestamp) : null;
 
+    /// <summary>Number of callbacks registered and not yet run or removed (for tests and listings).</summary>
+    internal int CallbackCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                int count = 0;
+                for (FenceCallback? c = _head; c is not null; c = c.Next)
+                {
+                    count++;
+                }
+
+                return count;
+            }
+        }
+    }
+
     /// <summary>
     /// Whether <paramref name="first"/> comes after <paramref name="second"/> on their common timeline
     /// (<c>dma_fence_is_later</c>).
@@ -96,6 +114,8 @@ public sealed class Fence
     /// </summary>
     /// <returns>True if this call signaled the fence; false if it was already signaled (nothing runs then).</returns>
     /// <exception cref="AggregateException">One or more callbacks threw. Every callback still ran once and the fence is signaled.</exception>
+    /// <exception cref="LockOrderException">(Debug builds) callbacks are registered and the thread holds a framework lock;
+    /// the fence is left pending.</exception>
     public bool Signal() => SignalCore(0);
 
     /// <summary>Sets <paramref name="error"/> and signals in one step; see <see cref="SetError"/> and <see cref="Signal"/>.</summary>
@@ -320,6 +340,13 @@ public sealed class Fence
 
     private bool SignalCore(int error)
     {
+        // Catch a signal under a framework lock before anything changes, so the mistake costs no callback. The check in
+        // RunCallbacks covers a callback added after this read.
+        if (Volatile.Read(ref _head) is not null)
+        {
+            OrderedLock.AssertNoneHeld($"Signal of {this}, which runs its callbacks,");
+        }
+
         FenceCallback? first;
         lock (_gate)
         {
