@@ -15,13 +15,13 @@ internal static class FenceRace
     /// <summary>Runs the two-thread race for <paramref name="passes"/> passes per thread on real threads.</summary>
     public static Result RunOnThreads(int passes, bool signalBeforeAdd)
     {
-        var slots = new Fence?[2];
+        var exchange = new Exchange();
         var records = new List<Registration>[2];
         var threads = new Thread[2];
         for (int id = 0; id < 2; id++)
         {
             int me = id;
-            threads[id] = new Thread(() => records[me] = Side(slots, me, passes, signalBeforeAdd));
+            threads[id] = new Thread(() => records[me] = Side(exchange, me, passes, signalBeforeAdd));
         }
 
         foreach (Thread t in threads)
@@ -56,6 +56,12 @@ internal static class FenceRace
         return new Result(records[0].Count + records[1].Count, lost, duplicated, refusedButRan);
     }
 
+    /// <summary>Coyote entry point: <see cref="SignalCallbackAsync"/>, each side signaling its fence before adding.</summary>
+    public static Task SignalBeforeAddAsync() => SignalCallbackAsync(signalBeforeAdd: true);
+
+    /// <summary>Coyote entry point: <see cref="SignalCallbackAsync"/>, each side signaling its fence after adding.</summary>
+    public static Task SignalAfterAddAsync() => SignalCallbackAsync(signalBeforeAdd: false);
+
     /// <summary>
     /// One Coyote iteration of test_race_signal_callback: two tasks, two passes each. Checked after both finish, since
     /// a callback runs on the other task's thread.
@@ -63,10 +69,14 @@ internal static class FenceRace
     public static async Task SignalCallbackAsync(bool signalBeforeAdd)
     {
         const int Passes = 2;
-        var slots = new Fence?[2];
-        Task<List<Registration>> a = Task.Run(() => Side(slots, 0, Passes, signalBeforeAdd));
-        Task<List<Registration>> b = Task.Run(() => Side(slots, 1, Passes, signalBeforeAdd));
-        List<Registration>[] records = await Task.WhenAll(a, b);
+        var exchange = new Exchange();
+        Task<List<Registration>>[] sides =
+        [
+            Task.Run(() => Side(exchange, 0, Passes, signalBeforeAdd)),
+            Task.Run(() => Side(exchange, 1, Passes, signalBeforeAdd)),
+        ];
+        // Arrays, not spans: Coyote 1.7 controls the array overloads of WhenAll only.
+        List<Registration>[] records = await Task.WhenAll(sides);
         foreach (Registration r in records.SelectMany(x => x))
         {
             Specification.Assert(!r.Added || r.Runs == 1, "a callback added before the signal ran {0} times", r.Runs);
@@ -102,7 +112,8 @@ internal static class FenceRace
             }
         }))];
 
-        await Task.WhenAll([add, addRemove, .. signalers]);
+        Task[] all = [add, addRemove, .. signalers];
+        await Task.WhenAll(all);
 
         Specification.Assert(winners == 1, "{0} Signal calls won", winners);
         Specification.Assert(fence.IsSignaled && fence.Status == 1, "fence not signaled: {0}", fence);
@@ -115,22 +126,17 @@ internal static class FenceRace
     }
 
     // One thread of the kernel test: publish a fence of our own, pick up the other thread's latest, add a callback to it
-    // and signal ours before or after the add; wait for theirs if the add succeeded.
-    private static List<Registration> Side(Fence?[] slots, int id, int passes, bool signalBeforeAdd)
+    // and signal ours before or after the add; wait for theirs if the add succeeded. The other's latest may be from an
+    // earlier pass and already signaled: then the add is refused, as the kernel test's "miss".
+    private static List<Registration> Side(Exchange exchange, int id, int passes, bool signalBeforeAdd)
     {
         var context = FenceContext.Allocate($"race-{id}");
         var records = new List<Registration>(passes);
         for (int pass = 1; pass <= passes; pass++)
         {
             var mine = new Fence(context, (ulong)pass);
-            Volatile.Write(ref slots[id], mine);
-            Fence? theirs;
-            var spin = new SpinWait();
-            while ((theirs = Volatile.Read(ref slots[1 - id])) is null)
-            {
-                spin.SpinOnce();
-            }
-
+            exchange.Publish(id, mine);
+            Fence theirs = exchange.Latest(1 - id);
             if (signalBeforeAdd)
             {
                 mine.Signal();
@@ -153,6 +159,28 @@ internal static class FenceRace
         }
 
         return records;
+    }
+
+    /// <summary>
+    /// The kernel test's pair of RCU-published fence pointers. The kernel spins until the other side has published;
+    /// here the first publication completes a task to wait on, so Coyote need not explore a spinning loop.
+    /// </summary>
+    private sealed class Exchange
+    {
+        private readonly Fence?[] _latest = new Fence?[2];
+        private readonly TaskCompletionSource[] _first = [new(), new()];
+
+        public void Publish(int id, Fence fence)
+        {
+            Volatile.Write(ref _latest[id], fence);
+            _first[id].TrySetResult();
+        }
+
+        public Fence Latest(int id)
+        {
+            _first[id].Task.Wait();
+            return Volatile.Read(ref _latest[id])!;
+        }
     }
 
     private sealed class Registration
