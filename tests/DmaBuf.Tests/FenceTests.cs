@@ -1,3 +1,5 @@
+using System.Diagnostics.Metrics;
+
 namespace DmaBuf.Tests;
 
 // Ports of the kernel's drivers/dma-buf/st-dma-fence.c, adapted to this API; each test names the selftest it ports.
@@ -424,6 +426,30 @@ public sealed class FenceTests
         Assert.Equal(0, result.Duplicated);
         Assert.Equal(0, result.RanAfterRefusal);
         Assert.Equal(2 * Passes, result.Passes);
+    }
+
+    [Fact]
+    public void Meter_CountsEachSignalOnce()
+    {
+        long signaled = 0;
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == DmaBufMetrics.MeterName && instrument.Name == "dmabuf.fences.signaled")
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((_, value, _, _) => Interlocked.Add(ref signaled, value));
+        listener.Start();
+
+        Fence a = NewFence(), b = NewFence();
+        a.Signal();
+        a.Signal();
+        b.SignalWithError(FenceError.Canceled);
+
+        // Other tests signal fences in parallel, so this is a lower bound.
+        Assert.True(Interlocked.Read(ref signaled) >= 2);
     }
 
     [Fact]
