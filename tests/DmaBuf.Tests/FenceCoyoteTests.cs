@@ -25,6 +25,7 @@ public sealed class FenceCoyoteTests
         Configuration configuration = Configuration.Create()
             .WithTestingIterations(Iterations)
             .WithRandomGeneratorSeed(20250)
+            .WithMemoryAccessRaceCheckingEnabled(true)
             .WithTelemetryEnabled(false);
         using TestingEngine engine = TestingEngine.Create(configuration, test);
 
