@@ -12,7 +12,11 @@ namespace DmaBuf;
 /// <param name="AttachedDevices">Names of the attached devices, one per attachment.</param>
 /// <param name="Mappings">Mappings outstanding over all attachments.</param>
 public sealed record BufferInfo(
-    long Id, string? Name, long Size, string Exporter, int ReferenceCount, IReadOnlyList<string> AttachedDevices, int Mappings);
+    long Id, string? Name, long Size, string Exporter, int ReferenceCount, IReadOnlyList<string> AttachedDevices, int Mappings)
+{
+    /// <summary>Unsignaled fences in the buffer's reservation object at the time of the listing.</summary>
+    public int Fences { get; init; }
+}
 
 /// <summary>
 /// Every live buffer of one context, listable like debugfs <c>dma_buf/bufinfo</c>. A buffer joins at export and leaves
@@ -72,7 +76,10 @@ public sealed class BufferRegistry
             devices.Clear();
             buffer.SnapshotLocked(devices, out int mappings);
             result.Add(new BufferInfo(
-                buffer.Id, buffer.Name, buffer.Size, buffer.ExporterName, buffer.ReferenceCount, [.. devices], mappings));
+                buffer.Id, buffer.Name, buffer.Size, buffer.ExporterName, buffer.ReferenceCount, [.. devices], mappings)
+            {
+                Fences = buffer.Resv.Count,
+            });
         }
 
         result.Sort((a, b) => a.Id.CompareTo(b.Id));
@@ -86,12 +93,12 @@ public sealed class BufferRegistry
         var sb = new StringBuilder();
         CultureInfo c = CultureInfo.InvariantCulture;
         sb.AppendLine("Dma-buf Objects:");
-        sb.AppendLine(c, $"{"id",-8} {"size",-12} {"count",-6} {"exp_name",-16} {"maps",-5} name");
+        sb.AppendLine(c, $"{"id",-8} {"size",-12} {"count",-6} {"exp_name",-16} {"maps",-5} {"fences",-6} name");
         long bytes = 0;
         int attached = 0;
         foreach (BufferInfo b in buffers)
         {
-            sb.AppendLine(c, $"{b.Id,-8} {b.Size,-12} {b.ReferenceCount,-6} {b.Exporter,-16} {b.Mappings,-5} {b.Name ?? "<none>"}");
+            sb.AppendLine(c, $"{b.Id,-8} {b.Size,-12} {b.ReferenceCount,-6} {b.Exporter,-16} {b.Mappings,-5} {b.Fences,-6} {b.Name ?? "<none>"}");
             if (b.AttachedDevices.Count > 0)
             {
                 sb.AppendLine("\tAttached Devices:");

@@ -40,6 +40,9 @@ public static class DmaBufMetrics
     internal static readonly Counter<long> s_invalidations =
         s_meter.CreateCounter<long>("dmabuf.invalidations", "{entry}", "Cached mappings or metadata invalidated because a buffer moved.");
 
+    internal static readonly Counter<long> s_fencesSignaled =
+        s_meter.CreateCounter<long>("dmabuf.fences.signaled", "{fence}", "Fences signaled, with or without an error.");
+
     internal static readonly UpDownCounter<long> s_liveBuffers =
         s_meter.CreateUpDownCounter<long>("dmabuf.buffers.live", "{buffer}", "Buffers exported and not yet released.");
 }

@@ -47,8 +47,8 @@ public sealed class DmaBufExportInfo
 /// views). It is released exactly once, when the last reference goes (rule 1): it leaves its registry, then
 /// <see cref="IDmaBufExporter.Release"/> runs, then its state is <see cref="DmaBufState.Released"/>. An attachment holds a
 /// reference, so a buffer with attachments is never released (rule 2).</para>
-/// <para><b>Locking.</b> One lock per buffer (<see cref="LockLevel.Buffer"/>), taken for attach, detach, map, unmap and name
-/// changes. Exporter and address-space locks nest inside it; registry locks never do (rule 9). Release and every callback
+/// <para><b>Locking.</b> One lock per buffer (<see cref="LockLevel.Buffer"/>), taken for attach, detach, map, unmap, name
+/// changes and every use of the buffer's fences: it is the reservation lock of <see cref="Resv"/>. Exporter and address-space locks nest inside it; registry locks never do (rule 9). Release and every callback
 /// run with no framework lock held (rule 5).</para>
 /// <para><b>Identity.</b> <see cref="Id"/> is never reused within a process, like an inode number: key caches by it,
 /// never by an fd number or an address (rule 6).</para>
@@ -73,7 +73,7 @@ public sealed class DmaBuffer
         Exporter = info.Exporter;
         ExporterPrivate = info.ExporterPrivate;
         Registry = registry;
-        Lock = new OrderedLock(LockLevel.Buffer, $"buffer {Id}");
+        Resv = new ReservationObject(new OrderedLock(LockLevel.Buffer, $"buffer {Id}"));
         Metadata = new BufferMetadata(this);
         _name = info.Name;
     }
@@ -96,8 +96,11 @@ public sealed class DmaBuffer
     /// <summary>The registry that lists the buffer.</summary>
     public BufferRegistry Registry { get; }
 
-    /// <summary>The buffer's lock (its reservation lock).</summary>
-    public OrderedLock Lock { get; }
+    /// <summary>The fences that guard the buffer (<c>dma_buf-&gt;resv</c>); its lock is <see cref="Lock"/>.</summary>
+    public ReservationObject Resv { get; }
+
+    /// <summary>The buffer's lock, which is its reservation lock (<see cref="ReservationObject.Lock"/>, rule 9).</summary>
+    public OrderedLock Lock => Resv.Lock;
 
     /// <summary>Per-buffer metadata and cached mappings; released with the buffer (rules 3 and 4).</summary>
     public BufferMetadata Metadata { get; }
