@@ -30,7 +30,7 @@ public static class DmaBufCommand
         }
 
         var root = new RootCommand("dmabuf: the Linux dma-buf sharing model, its mapping strategies measured side by side.");
-        root.Subcommands.Add(SimulateCommand.Create(console, stdout));
+        root.Subcommands.Add(SimulateCommand.Create(console, stdout, stderr));
 
         ParseResult parse = root.Parse(args);
         if (parse.Errors.Count > 0)

@@ -9,7 +9,7 @@ namespace DmaBuf.Cli;
 /// <summary><c>dmabuf simulate &lt;scenario&gt;</c>: runs a scenario under each strategy and compares them.</summary>
 internal static class SimulateCommand
 {
-    public static Command Create(IAnsiConsole console, TextWriter stdout)
+    public static Command Create(IAnsiConsole console, TextWriter stdout, TextWriter stderr)
     {
         var scenario = new Argument<string>("scenario")
         {
@@ -79,6 +79,10 @@ internal static class SimulateCommand
             CustomParser = r => ParseCount(r, "--seed", int.MinValue, int.MaxValue),
         };
         var json = new Option<bool>("--json") { Description = "Print one JSON document instead of a table." };
+        var noSync = new Option<bool>("--no-sync")
+        {
+            Description = "Turn off implicit synchronization (fences) and CPU cache maintenance, to see what breaks.",
+        };
         var chart = new Option<string?>("--chart") { Description = "Also draw mapping time per frame and map calls per strategy to FILE (.png or .svg)." };
         chart.Validators.Add(r =>
         {
@@ -105,7 +109,7 @@ internal static class SimulateCommand
 
         var command = new Command("simulate", "Run a scenario on the simulated SoC under each mapping strategy, side by side.");
         command.Arguments.Add(scenario);
-        foreach (Option o in new Option[] { strategy, frames, pool, resolution, topology, iommu, profile, seed, budget, json, chart })
+        foreach (Option o in new Option[] { strategy, frames, pool, resolution, topology, iommu, profile, seed, budget, noSync, json, chart })
         {
             command.Options.Add(o);
         }
@@ -134,14 +138,15 @@ internal static class SimulateCommand
                 Profile = costProfile,
                 Seed = parse.GetValue(seed),
                 CacheBudgetBytes = parse.GetValue(budget),
+                Sync = !parse.GetValue(noSync),
             };
             string[] strategies = parse.GetValue(strategy) is { Length: > 0 } s ? [.. s.Distinct()] : [.. MappingStrategy.Names];
-            return (int)Run(console, stdout, parse.GetValue(scenario)!, strategies, options, parse.GetValue(json), parse.GetValue(chart));
+            return (int)Run(console, stdout, stderr, parse.GetValue(scenario)!, strategies, options, parse.GetValue(json), parse.GetValue(chart));
         });
         return command;
     }
 
-    private static ExitCode Run(IAnsiConsole console, TextWriter stdout, string scenario, string[] strategies, ScenarioOptions options, bool json, string? chartPath)
+    private static ExitCode Run(IAnsiConsole console, TextWriter stdout, TextWriter stderr, string scenario, string[] strategies, ScenarioOptions options, bool json, string? chartPath)
     {
         var results = new List<StrategyResult>();
         if (json || !console.Profile.Capabilities.Interactive)
@@ -175,7 +180,8 @@ internal static class SimulateCommand
             options.Resolution.ToString(),
             options.Frames,
             options.Pool,
-            options.Seed);
+            options.Seed,
+            options.Sync);
         if (json)
         {
             stdout.WriteLine(JsonSerializer.Serialize(new SimulationReport(scenario, settings, results), CliJsonContext.Default.SimulationReport));
@@ -199,7 +205,7 @@ internal static class SimulateCommand
             // In JSON mode stdout holds only the document; warnings go to stderr.
             if (json)
             {
-                Console.Error.WriteLine($"warning: {warning}");
+                stderr.WriteLine($"warning: {warning}");
             }
             else
             {
@@ -212,9 +218,16 @@ internal static class SimulateCommand
         {
             foreach (StrategyResult r in failed)
             {
-                console.MarkupLine(
-                    $"[red]safety check failed[/] for {r.Strategy}: dmaFaults={r.Safety.DmaFaults}, staleReads={r.Safety.StaleReads}, " +
-                    $"freedPageAccesses={r.Safety.FreedPageAccesses}, leakedPages={r.Safety.LeakedPages}");
+                string line = $"safety check failed for {r.Strategy}: dmaFaults={r.Safety.DmaFaults}, staleReads={r.Safety.StaleReads}, " +
+                    $"freedPageAccesses={r.Safety.FreedPageAccesses}, leakedPages={r.Safety.LeakedPages}, staleCacheEntries={r.Safety.StaleCacheEntries}";
+                if (json)
+                {
+                    stderr.WriteLine(line);
+                }
+                else
+                {
+                    console.MarkupLine($"[red]{Markup.Escape(line)}[/]");
+                }
             }
 
             return ExitCode.SafetyCheckFailed;

@@ -189,6 +189,26 @@ public sealed class SimulateCommandTests
     }
 
     [Fact]
+    public void NoSync_ReportsStaleReadsAndExitsOne_SyncIsClean()
+    {
+        (int syncCode, string syncOut, _) = Run("simulate", "playback", "--frames", "60", "--pool", "8", "--json");
+        (int code, string output, string error) = Run("simulate", "playback", "--frames", "60", "--pool", "8", "--no-sync", "--json");
+
+        Assert.Equal(0, syncCode);
+        using (JsonDocument doc = JsonDocument.Parse(syncOut))
+        {
+            Assert.All(doc.RootElement.GetProperty("results").EnumerateArray(),
+                r => Assert.Equal(0, r.GetProperty("safety").GetProperty("staleReads").GetInt64()));
+        }
+
+        Assert.Equal(1, code);
+        Assert.Contains("safety check failed", error);
+        using JsonDocument noSync = JsonDocument.Parse(output);
+        Assert.All(noSync.RootElement.GetProperty("results").EnumerateArray(),
+            r => Assert.True(r.GetProperty("safety").GetProperty("staleReads").GetInt64() > 0));
+    }
+
+    [Fact]
     public void UnknownScenario_ExitsTwo()
     {
         (int code, _, string error) = Run("simulate", "karaoke");

@@ -7,7 +7,7 @@ namespace DmaBuf.Simulation;
 public sealed class ContiguousHeap : SimHeap
 {
     /// <summary>Creates the heap over the memory's contiguous region.</summary>
-    public ContiguousHeap(PhysicalMemory memory, BufferRegistry registry) : base(memory, registry) { }
+    public ContiguousHeap(PhysicalMemory memory, BufferRegistry registry, CpuCache? cpuCache = null) : base(memory, registry, cpuCache) { }
 
     /// <inheritdoc/>
     public override string Name => "contiguous";

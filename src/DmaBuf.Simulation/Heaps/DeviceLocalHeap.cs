@@ -11,7 +11,7 @@ public sealed class DeviceLocalHeap : SimHeap
     private static readonly int[] s_orders = [8, 4, 0];
 
     /// <summary>Creates the heap.</summary>
-    public DeviceLocalHeap(PhysicalMemory memory, BufferRegistry registry) : base(memory, registry) { }
+    public DeviceLocalHeap(PhysicalMemory memory, BufferRegistry registry, CpuCache? cpuCache = null) : base(memory, registry, cpuCache) { }
 
     /// <inheritdoc/>
     public override string Name => "device-local";

@@ -49,12 +49,22 @@ public abstract class SimHeap : IDmaBufExporter
     private long _liveBuffers;
     private long _releases;
 
-    /// <summary>Creates a heap over <paramref name="memory"/>.</summary>
-    protected SimHeap(PhysicalMemory memory, BufferRegistry registry)
+    /// <summary>Creates a heap over <paramref name="memory"/>; CPU access goes through <paramref name="cpuCache"/>.</summary>
+    protected SimHeap(PhysicalMemory memory, BufferRegistry registry, CpuCache? cpuCache = null)
     {
         Memory = memory;
         Registry = registry;
+        CpuCache = cpuCache ?? new CpuCache(memory);
     }
+
+    /// <summary>The CPU cache CPU views go through.</summary>
+    public CpuCache CpuCache { get; }
+
+    /// <summary>
+    /// When true, begin/end of CPU access do no cache maintenance (the <c>--no-sync</c> experiment): CPU writes stay in the
+    /// cache and devices read what memory held before.
+    /// </summary>
+    public bool SkipCacheMaintenance { get; set; }
 
     /// <inheritdoc/>
     public abstract string Name { get; }
@@ -136,16 +146,38 @@ public abstract class SimHeap : IDmaBufExporter
     public void Unmap(DmaBufAttachment attachment, ScatterTable table, DmaDirection direction) =>
         attachment.Device.AddressSpace.Unmap(table, direction);
 
+    /// <summary>
+    /// Invalidates the buffer's CPU cache lines, so the CPU sees what devices wrote — for writes too, because a partial
+    /// write into a stale line would write old device data back with it.
+    /// </summary>
+    public void BeginCpuAccess(DmaBuffer buffer, CpuAccess access)
+    {
+        if (!SkipCacheMaintenance)
+        {
+            CpuCache.Invalidate(AllocationOf(buffer).Physical);
+        }
+    }
+
+    /// <summary>Cleans the CPU cache after writes, so devices see what the CPU wrote.</summary>
+    public void EndCpuAccess(DmaBuffer buffer, CpuAccess access)
+    {
+        if (!SkipCacheMaintenance && (access & CpuAccess.Write) != 0)
+        {
+            CpuCache.Clean(AllocationOf(buffer).Physical);
+        }
+    }
+
     /// <inheritdoc/>
     public void Release(DmaBuffer buffer)
     {
+        CpuCache.Discard(AllocationOf(buffer).Physical);
         FreePages(AllocationOf(buffer));
         Interlocked.Decrement(ref _liveBuffers);
         Interlocked.Increment(ref _releases);
     }
 
     /// <inheritdoc/>
-    public IDmaBufCpuView Vmap(DmaBuffer buffer) => new CpuView(Memory, AllocationOf(buffer).Physical, buffer.Size);
+    public IDmaBufCpuView Vmap(DmaBuffer buffer) => new CpuView(CpuCache, AllocationOf(buffer), buffer.Size);
 
     /// <summary>Allocates <paramref name="pages"/> pages; throws <see cref="OutOfMemoryException"/> leaving nothing allocated.</summary>
     private protected abstract HeapAllocation AllocatePages(long pages);
@@ -169,8 +201,8 @@ public abstract class SimHeap : IDmaBufExporter
         }
     }
 
-    /// <summary>A CPU view through checked physical access.</summary>
-    private sealed class CpuView(PhysicalMemory memory, ScatterTable physical, long length) : IDmaBufCpuView
+    /// <summary>A CPU view: through the CPU cache, then checked physical access. Follows the buffer if it moves.</summary>
+    private sealed class CpuView(CpuCache memory, HeapAllocation allocation, long length) : IDmaBufCpuView
     {
         public long Length => length;
 
@@ -205,7 +237,7 @@ public abstract class SimHeap : IDmaBufExporter
             var pieces = new List<(ulong, int, int)>();
             int done = 0;
             ulong position = 0;
-            foreach (ScatterSegment s in physical.Segments)
+            foreach (ScatterSegment s in allocation.Physical.Segments)
             {
                 if (done == count)
                 {

@@ -10,7 +10,7 @@ public sealed class SystemHeap : SimHeap
     private static readonly int[] s_orders = [8, 4, 0];
 
     /// <summary>Creates the heap.</summary>
-    public SystemHeap(PhysicalMemory memory, BufferRegistry registry) : base(memory, registry) { }
+    public SystemHeap(PhysicalMemory memory, BufferRegistry registry, CpuCache? cpuCache = null) : base(memory, registry, cpuCache) { }
 
     /// <inheritdoc/>
     public override string Name => "system";

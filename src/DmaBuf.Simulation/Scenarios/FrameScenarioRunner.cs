@@ -8,9 +8,6 @@ namespace DmaBuf.Simulation;
 /// </summary>
 internal static class FrameScenarioRunner
 {
-    /// <summary>Time between frames at 60 frames per second.</summary>
-    public const long FrameIntervalNs = 1_000_000_000L / 60;
-
     private static readonly Resolution s_churnAlternate = new(1280, 720);
 
     public static StrategyResult Run(FrameScenario spec, string strategyName, ScenarioOptions options, IProgress<int>? progress)
@@ -24,7 +21,7 @@ internal static class FrameScenarioRunner
         long largestBuffer = resolutions.Max(r => RoundUp(r.FrameBytes, PhysicalMemory.PageSize));
         var soc = new Soc(new SocOptions
         {
-            MemoryBytes = RoundUp((long)(options.Pool * largestBuffer * 1.25) + (64L << 20), 4L << 20),
+            MemoryBytes = RoundUp((long)(options.Pool * (largestBuffer + PhysicalMemory.PageSize) * 1.25) + (64L << 20), 4L << 20),
             ContiguousBytes = 16L << 20,
             Topology = options.Topology,
             Mode = options.Mode,
@@ -34,14 +31,16 @@ internal static class FrameScenarioRunner
 
         SimDevice producer = spec.Producer(soc);
         SimDevice[] readers = spec.Readers(soc);
-        int maxFrameBytes = resolutions.Max(r => r.FrameBytes);
-        byte[] frameScratch = GC.AllocateUninitializedArray<byte>(maxFrameBytes);
-        byte[] readScratch = GC.AllocateUninitializedArray<byte>(maxFrameBytes);
-        byte[] template = new byte[PhysicalMemory.PageSize];
-        long verified = 0, stale = 0, staleEntries = 0, retainedPages = 0, peakCached = 0;
+        if (!options.Sync)
+        {
+            soc.SystemHeap.SkipCacheMaintenance = true;
+        }
+
+        long verified, stale, staleEntries = 0, retainedPages = 0, peakCached = 0;
         int phaseFrames = spec.Churn ? Math.Max(options.Frames / 5, 1) : int.MaxValue;
 
         MappingStrategy strategy = MappingStrategy.Create(strategyName, options.CacheBudgetBytes ?? long.MaxValue);
+        var run = new FrameRun(soc, strategy, producer, readers, spec.UseChains, options);
         var pool = new DmaBufHandle[options.Pool];
         Resolution current = resolutions[0];
         bool thrashing;
@@ -53,8 +52,9 @@ internal static class FrameScenarioRunner
                 Resolution wanted = resolutions[(f / phaseFrames) % resolutions.Length];
                 if (wanted != current)
                 {
-                    // Resolution change: the producer frees its pool. Nothing may keep those buffers (or their pages,
-                    // or their mappings) alive; then it allocates the new pool.
+                    // Resolution change: the producer drains its work and frees its pool. Nothing may keep those
+                    // buffers (or their pages, or their mappings) alive; then it allocates the new pool.
+                    soc.Clock.RunUntilIdle();
                     FreePool(strategy, pool);
                     retainedPages = Math.Max(retainedPages, soc.Memory.AllocatedPages);
                     staleEntries += soc.Domains.Sum(d => (long)d.LiveMappings);
@@ -62,47 +62,16 @@ internal static class FrameScenarioRunner
                     AllocatePool(soc, pool, current);
                 }
 
-                soc.Clock.AdvanceTo(Math.Max(soc.Clock.NowNs, f * FrameIntervalNs));
-                DmaBufHandle buffer = pool[f % pool.Length];
-                Span<byte> frame = frameScratch.AsSpan(0, current.FrameBytes);
-                Span<byte> readBack = readScratch.AsSpan(0, current.FrameBytes);
-
-                // The producer is handed the buffer (a reference of its own for this use), writes the frame, lets go.
-                FramePattern.Fill(frame, options.Seed, f, template);
-                using (DmaBufHandle use = buffer.Duplicate())
-                {
-                    ScatterTable map = strategy.Acquire(producer, use, DmaDirection.FromDevice);
-                    producer.DmaWrite(map, 0, frame);
-                    strategy.Release(producer, use, map);
-                }
-
-                bool allGood = true;
-                foreach (SimDevice reader in readers)
-                {
-                    using DmaBufHandle use = buffer.Duplicate();
-                    ScatterTable map = strategy.Acquire(reader, use, DmaDirection.ToDevice);
-                    bool read = spec.UseChains
-                        ? reader.DmaReadChain(strategy.AcquireChain(reader, use, map), readBack)
-                        : reader.DmaRead(map, 0, readBack);
-                    strategy.Release(reader, use, map);
-                    if (!read || !FramePattern.Verify(readBack, options.Seed, f, template))
-                    {
-                        stale++;
-                        allGood = false;
-                    }
-                }
-
-                if (allGood)
-                {
-                    verified++;
-                }
-
+                soc.Clock.AdvanceTo(Math.Max(soc.Clock.NowNs, f * options.FrameIntervalNs));
+                run.Submit(pool[f % pool.Length], f, current.FrameBytes);
                 peakCached = Math.Max(peakCached, strategy.CachedBytes);
                 if ((f & 15) == 15 || f == options.Frames - 1)
                 {
                     progress?.Report(f + 1);
                 }
             }
+
+            soc.Clock.RunUntilIdle();
         }
         finally
         {
@@ -114,6 +83,8 @@ internal static class FrameScenarioRunner
             }
         }
 
+        verified = run.FramesVerified;
+        stale = run.StaleReads;
         soc.FlushAll();
         SimStats s = soc.Stats;
         wall.Stop();
@@ -143,7 +114,7 @@ internal static class FrameScenarioRunner
     {
         for (int i = 0; i < pool.Length; i++)
         {
-            pool[i] = soc.SystemHeap.Allocate(resolution.FrameBytes, $"frame-{i}");
+            pool[i] = soc.SystemHeap.Allocate(resolution.FrameBytes + FrameRun.StampBytes, $"frame-{i}");
         }
     }
 

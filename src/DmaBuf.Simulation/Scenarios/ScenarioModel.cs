@@ -79,6 +79,15 @@ public sealed class ScenarioOptions
     /// <summary>Seed of frame content and physical placement.</summary>
     public int Seed { get; init; } = 1;
 
+    /// <summary>
+    /// Whether implicit synchronization is on: the producer's write fence gates the readers, the readers' fences gate the
+    /// next write into the buffer, and CPU access brackets do cache maintenance. Off (<c>--no-sync</c>) shows what breaks.
+    /// </summary>
+    public bool Sync { get; init; } = true;
+
+    /// <summary>Time between frames; 0 submits every frame as soon as the previous one was submitted.</summary>
+    public long FrameIntervalNs { get; init; } = 1_000_000_000L / 60;
+
     /// <summary>Byte budget of each importer's mapping cache (exporter-cache); unbounded when null.</summary>
     public long? CacheBudgetBytes { get; init; }
 
@@ -94,6 +103,11 @@ public sealed class ScenarioOptions
         if (Pool <= 0 || Pool > 4096)
         {
             throw new ArgumentException($"pool must be between 1 and 4096 (got {Pool}).");
+        }
+
+        if (FrameIntervalNs < 0)
+        {
+            throw new ArgumentException($"frame interval cannot be negative (got {FrameIntervalNs}).");
         }
 
         if (CacheBudgetBytes is <= 0)

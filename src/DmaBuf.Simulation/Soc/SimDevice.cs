@@ -74,7 +74,9 @@ public sealed class SimDevice : IDmaDevice
     /// Writes <paramref name="data"/> at <paramref name="offset"/> of a buffer mapped for this device at
     /// <paramref name="mapping"/> (device addresses). Returns false if the transfer faulted part way.
     /// </summary>
-    public bool DmaWrite(ScatterTable mapping, long offset, ReadOnlySpan<byte> data)
+    public bool DmaWrite(ScatterTable mapping, long offset, ReadOnlySpan<byte> data) => DmaWrite(mapping, offset, data, advance: true);
+
+    private bool DmaWrite(ScatterTable mapping, long offset, ReadOnlySpan<byte> data, bool advance)
     {
         bool ok = true;
         List<(ulong Address, int Start, int Count)> pieces = Walk(mapping, offset, data.Length);
@@ -87,7 +89,11 @@ public sealed class SimDevice : IDmaDevice
             }
         }
 
-        Account(data.Length);
+        if (advance)
+        {
+            Account(data.Length);
+        }
+
         return ok;
     }
 
@@ -95,7 +101,9 @@ public sealed class SimDevice : IDmaDevice
     /// Reads into <paramref name="destination"/> from <paramref name="offset"/> of a buffer mapped for this device at
     /// <paramref name="mapping"/>. Returns false if the transfer faulted part way.
     /// </summary>
-    public bool DmaRead(ScatterTable mapping, long offset, Span<byte> destination)
+    public bool DmaRead(ScatterTable mapping, long offset, Span<byte> destination) => DmaRead(mapping, offset, destination, advance: true);
+
+    private bool DmaRead(ScatterTable mapping, long offset, Span<byte> destination, bool advance)
     {
         bool ok = true;
         List<(ulong Address, int Start, int Count)> pieces = Walk(mapping, offset, destination.Length);
@@ -108,8 +116,97 @@ public sealed class SimDevice : IDmaDevice
             }
         }
 
-        Account(destination.Length);
+        if (advance)
+        {
+            Account(destination.Length);
+        }
+
         return ok;
+    }
+
+    /// <summary>Bytes a DMA engine moves per burst in an asynchronous transfer: what lands in memory at once.</summary>
+    public const int BurstBytes = 64 * 1024;
+
+    private long _busyUntilNs;
+
+    /// <summary>
+    /// Starts an asynchronous write of <paramref name="data"/> at <paramref name="offset"/> of the mapping. The engine
+    /// runs its jobs in order; each 64 KiB burst lands in memory at its own simulated time, so a reader that runs
+    /// concurrently sees exactly what has landed. <paramref name="completed"/> runs (on the clock) when the last burst
+    /// landed, with false if a burst faulted. The caller keeps <paramref name="data"/> unchanged until then.
+    /// </summary>
+    public void StartDmaWrite(ScatterTable mapping, long offset, ReadOnlyMemory<byte> data, Action<bool> completed) =>
+        StartJob(data.Length, (start, count) => DmaWrite(mapping, offset + start, data.Span.Slice(start, count), advance: false), completed);
+
+    /// <summary>
+    /// Starts an asynchronous read into <paramref name="destination"/>; bursts are read from memory at their own
+    /// simulated times. <paramref name="completed"/> runs when the last burst was read, with false on a fault.
+    /// </summary>
+    public void StartDmaRead(ScatterTable mapping, long offset, Memory<byte> destination, Action<bool> completed) =>
+        StartJob(destination.Length, (start, count) => DmaRead(mapping, offset + start, destination.Span.Slice(start, count), advance: false), completed);
+
+    /// <summary>As <see cref="StartDmaRead"/>, walking a descriptor chain.</summary>
+    public void StartDmaReadChain(DescriptorChain chain, Memory<byte> destination, Action<bool> completed)
+    {
+        ArgumentNullException.ThrowIfNull(chain);
+        StartJob(destination.Length, (start, count) => ReadChainRange(chain, start, destination.Span.Slice(start, count)), completed);
+    }
+
+    private void StartJob(int length, Func<int, int, bool> burst, Action<bool> completed)
+    {
+        long burstNs = Math.Max(1, BurstBytes * 1_000_000_000L / BytesPerSecond);
+        long start = Math.Max(_clock.NowNs, _busyUntilNs);
+        int bursts = Math.Max(1, (length + BurstBytes - 1) / BurstBytes);
+        _busyUntilNs = start + (bursts * burstNs);
+        bool ok = true;
+        for (int i = 0; i < bursts; i++)
+        {
+            int first = i * BurstBytes;
+            int count = Math.Min(BurstBytes, length - first);
+            bool last = i == bursts - 1;
+            _clock.Schedule(start + ((i + 1) * burstNs), () =>
+            {
+                if (ok && count > 0)
+                {
+                    ok = burst(first, count);
+                    BytesTransferred += count;
+                }
+
+                if (last)
+                {
+                    completed(ok);
+                }
+            });
+        }
+    }
+
+    private bool ReadChainRange(DescriptorChain chain, int start, Span<byte> destination)
+    {
+        int position = 0, done = 0;
+        foreach (Descriptor d in chain.Descriptors)
+        {
+            if (done == destination.Length)
+            {
+                break;
+            }
+
+            int end = position + d.Length;
+            if (end > start + done)
+            {
+                int within = start + done - position;
+                int n = Math.Min(d.Length - within, destination.Length - done);
+                if (!SimAddressSpace.DmaRead(d.DeviceAddress + (ulong)within, destination.Slice(done, n)))
+                {
+                    return false;
+                }
+
+                done += n;
+            }
+
+            position = end;
+        }
+
+        return done == destination.Length;
     }
 
     /// <summary>

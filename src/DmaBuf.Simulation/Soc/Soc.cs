@@ -49,9 +49,10 @@ public sealed class Soc
         Stats = new SimStats();
         Registry = new BufferRegistry("soc");
         Memory = new PhysicalMemory(options.MemoryBytes + options.ContiguousBytes, options.ContiguousBytes, Stats, shuffleSeed: options.Seed == 0 ? 1 : options.Seed);
-        SystemHeap = new SystemHeap(Memory, Registry);
-        ContiguousHeap = new ContiguousHeap(Memory, Registry);
-        DeviceLocalHeap = new DeviceLocalHeap(Memory, Registry);
+        CpuCache = new CpuCache(Memory);
+        SystemHeap = new SystemHeap(Memory, Registry, CpuCache);
+        ContiguousHeap = new ContiguousHeap(Memory, Registry, CpuCache);
+        DeviceLocalHeap = new DeviceLocalHeap(Memory, Registry, CpuCache);
 
         // Bandwidths are round estimates of LPDDR4-class media SoCs; they only set how long a transfer takes.
         (string Name, DeviceKind Kind, long Bandwidth)[] specs =
@@ -137,6 +138,9 @@ public sealed class Soc
 
     /// <summary>Physical memory.</summary>
     public PhysicalMemory Memory { get; }
+
+    /// <summary>The CPU's cache in front of memory (devices are not coherent with it).</summary>
+    public CpuCache CpuCache { get; }
 
     /// <summary>The system heap (scattered pages).</summary>
     public SystemHeap SystemHeap { get; }

@@ -67,7 +67,7 @@ public sealed class MetadataStrategy : MappingStrategy
 public sealed class ImportCacheStrategy : MappingStrategy
 {
     private readonly Dictionary<SimDevice, ImportContext> _contexts = [];
-    private readonly Dictionary<ScatterTable, ImportedBuffer> _inUse = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<(SimDevice Device, ScatterTable Table), List<ImportedBuffer>> _inUse = [];
     private readonly System.Runtime.CompilerServices.ConditionalWeakTable<ImportedBuffer, DescriptorChain> _chains = [];
     private readonly ImportMappingMode _mode;
     private readonly long _budget;
@@ -104,7 +104,12 @@ public sealed class ImportCacheStrategy : MappingStrategy
         try
         {
             ScatterTable table = imported.Map(direction);
-            _inUse[table] = imported;
+            if (!_inUse.TryGetValue((device, table), out List<ImportedBuffer>? uses))
+            {
+                _inUse[(device, table)] = uses = [];
+            }
+
+            uses.Add(imported);
             Recount();
             return table;
         }
@@ -127,7 +132,7 @@ public sealed class ImportCacheStrategy : MappingStrategy
 
         // The chain lists the import's device addresses, so it lives exactly as long as that import: an evicted or
         // invalidated import takes its chain with it, and a re-import builds a new one.
-        ImportedBuffer imported = _inUse[mapping];
+        ImportedBuffer imported = _inUse[(device, mapping)][^1];
         if (!_chains.TryGetValue(imported, out DescriptorChain? chain))
         {
             chain = BuildChain(device, mapping);
@@ -140,9 +145,16 @@ public sealed class ImportCacheStrategy : MappingStrategy
     /// <inheritdoc/>
     public override void Release(SimDevice device, DmaBufHandle handle, ScatterTable mapping)
     {
-        if (!_inUse.Remove(mapping, out ImportedBuffer? imported))
+        if (!_inUse.TryGetValue((device, mapping), out List<ImportedBuffer>? uses) || uses.Count == 0)
         {
             throw new ArgumentException("Release of a mapping this strategy did not hand out.", nameof(mapping));
+        }
+
+        ImportedBuffer imported = uses[^1];
+        uses.RemoveAt(uses.Count - 1);
+        if (uses.Count == 0)
+        {
+            _inUse.Remove((device, mapping));
         }
 
         imported.Dispose();
@@ -151,7 +163,7 @@ public sealed class ImportCacheStrategy : MappingStrategy
     /// <inheritdoc/>
     protected override void Dispose(bool disposing)
     {
-        foreach (ImportedBuffer i in _inUse.Values)
+        foreach (ImportedBuffer i in _inUse.Values.SelectMany(u => u))
         {
             i.Dispose();
         }
