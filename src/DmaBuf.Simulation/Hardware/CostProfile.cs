@@ -301,7 +301,7 @@ public sealed class CostProfile
 
     /// <summary>Returns a copy with one flag parameter changed.</summary>
     /// <exception cref="CostProfileException">The name is unknown or the parameter is not a flag.</exception>
-    public CostProfile With(string parameterName, bool value, string? source = null)
+    public CostProfile WithFlag(string parameterName, bool value, string? source = null)
     {
         int index = RequireIndex(parameterName);
         if (!s_parameters[index].IsFlag)

@@ -236,7 +236,7 @@ public sealed class CostProfileTests
     {
         CostProfile original = CostProfile.Load("smmuv3-strict");
 
-        CostProfile changed = original.With("pteWriteNs", 7).With("rangeInvalidation", true);
+        CostProfile changed = original.With("pteWriteNs", 7).WithFlag("rangeInvalidation", true);
 
         Assert.Equal(7, changed.PteWriteNs);
         Assert.True(changed.RangeInvalidation);
