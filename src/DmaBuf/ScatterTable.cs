@@ -119,6 +119,42 @@ public sealed class ScatterTable
         return new ScatterTable(result, validate: false);
     }
 
+    /// <summary>
+    /// The addresses that hold bytes [<paramref name="offset"/>, <paramref name="offset"/> + <paramref name="length"/>)
+    /// of the buffer, as runs in buffer order.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not inside the table.</exception>
+    public ScatterSegment[] GetRange(ulong offset, ulong length)
+    {
+        if (offset > TotalLength || length > TotalLength - offset)
+        {
+            throw new ArgumentOutOfRangeException(nameof(offset), $"Bytes {offset}+{length} are outside a {TotalLength}-byte table.");
+        }
+
+        var runs = new List<ScatterSegment>();
+        ulong start = 0;
+        ulong want = offset, end = offset + length;
+        foreach (ScatterSegment s in _segments)
+        {
+            if (want == end)
+            {
+                break;
+            }
+
+            ulong segEnd = start + s.Length;
+            if (want < segEnd)
+            {
+                ulong n = Math.Min(segEnd, end) - want;
+                runs.Add(new ScatterSegment(s.Address + (want - start), n));
+                want += n;
+            }
+
+            start = segEnd;
+        }
+
+        return [.. runs];
+    }
+
     /// <inheritdoc/>
     public override string ToString() => $"{Count} segment(s), {TotalLength} bytes";
 }

@@ -1,7 +1,6 @@
 // Ownership: a heap allocation is a DmaBuffer whose ExporterPrivate is a HeapAllocation. From the moment Export
 // succeeds the buffer owns the pages: Allocate's own failure path only disposes the handle (rule 7), and the pages go
 // back to PhysicalMemory in Release and nowhere else.
-using System.Diagnostics;
 
 namespace DmaBuf.Simulation;
 
@@ -235,29 +234,13 @@ public abstract class SimHeap : IDmaBufExporter
             }
 
             var pieces = new List<(ulong, int, int)>();
-            int done = 0;
-            ulong position = 0;
-            foreach (ScatterSegment s in allocation.Physical.Segments)
+            int start = 0;
+            foreach (ScatterSegment run in allocation.Physical.GetRange((ulong)offset, (ulong)count))
             {
-                if (done == count)
-                {
-                    break;
-                }
-
-                ulong segStart = position;
-                position += s.Length;
-                ulong want = (ulong)offset + (ulong)done;
-                if (want >= position)
-                {
-                    continue;
-                }
-
-                int n = (int)Math.Min(s.Length - (want - segStart), (ulong)(count - done));
-                pieces.Add((s.Address + (want - segStart), done, n));
-                done += n;
+                pieces.Add((run.Address, start, (int)run.Length));
+                start += (int)run.Length;
             }
 
-            Debug.Assert(done == count);
             return pieces;
         }
     }

@@ -264,32 +264,17 @@ public sealed class SimDevice : IDmaDevice
 
     private static List<(ulong, int, int)> Walk(ScatterTable mapping, long offset, int count)
     {
-        var pieces = new List<(ulong, int, int)>(mapping.Count);
         if (offset < 0 || (ulong)offset + (ulong)count > mapping.TotalLength)
         {
             throw new ArgumentOutOfRangeException(nameof(offset), $"DMA of {count} bytes at {offset} is outside a {mapping.TotalLength}-byte mapping.");
         }
 
-        int done = 0;
-        ulong position = 0;
-        foreach (ScatterSegment s in mapping.Segments)
+        var pieces = new List<(ulong, int, int)>(mapping.Count);
+        int start = 0;
+        foreach (ScatterSegment run in mapping.GetRange((ulong)offset, (ulong)count))
         {
-            if (done == count)
-            {
-                break;
-            }
-
-            ulong segStart = position;
-            position += s.Length;
-            ulong want = (ulong)offset + (ulong)done;
-            if (want >= position)
-            {
-                continue;
-            }
-
-            int n = (int)Math.Min(s.Length - (want - segStart), (ulong)(count - done));
-            pieces.Add((s.Address + (want - segStart), done, n));
-            done += n;
+            pieces.Add((run.Address, start, (int)run.Length));
+            start += (int)run.Length;
         }
 
         return pieces;
