@@ -12,4 +12,5 @@ internal sealed record SimulationReport(string Scenario, SimulationSettings Sett
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true)]
 [JsonSerializable(typeof(SimulationReport))]
+[JsonSerializable(typeof(LsReport))]
 internal sealed partial class CliJsonContext : JsonSerializerContext;

@@ -1,0 +1,174 @@
+using System.Text.Json;
+
+namespace DmaBuf.Cli.Tests;
+
+/// <summary><c>dmabuf ls</c> against a synthetic /proc tree: fd links and fdinfo files as the kernel writes them.</summary>
+public sealed class LsCommandTests : IDisposable
+{
+    private readonly string _proc = Directory.CreateTempSubdirectory("dmabuf-ls-").FullName;
+
+    public void Dispose() => Directory.Delete(_proc, recursive: true);
+
+    private void AddProcess(int pid, string comm)
+    {
+        Directory.CreateDirectory(Path.Combine(_proc, pid.ToString(), "fd"));
+        Directory.CreateDirectory(Path.Combine(_proc, pid.ToString(), "fdinfo"));
+        File.WriteAllText(Path.Combine(_proc, pid.ToString(), "comm"), comm + "\n");
+    }
+
+    private void AddFd(int pid, int fd, string link, string? fdinfo)
+    {
+        File.CreateSymbolicLink(Path.Combine(_proc, pid.ToString(), "fd", fd.ToString()), link);
+        if (fdinfo is not null)
+        {
+            File.WriteAllText(Path.Combine(_proc, pid.ToString(), "fdinfo", fd.ToString()), fdinfo);
+        }
+    }
+
+    private void AddDmaBuf(int pid, int fd, ulong inode, long size, string exporter, string? name, long count) =>
+        AddFd(pid, fd, "/dmabuf:" + (name ?? ""),
+            $"pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t{inode}\nsize:\t{size}\ncount:\t{count}\nexp_name:\t{exporter}\n" +
+            (name is null ? "" : $"name:\t{name}\n"));
+
+    private (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = DmaBufCommand.Run([.. args, "--proc-root", _proc], stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    private JsonDocument RunJson()
+    {
+        (int code, string output, string err) = Run("ls", "--json");
+        Assert.True(code == 0, err);
+        return JsonDocument.Parse(output);
+    }
+
+    [Fact]
+    public void Json_SameInodeInTwoProcesses_IsOneBufferWithBothHolders()
+    {
+        AddProcess(100, "decoder");
+        AddProcess(200, "compositor");
+        AddDmaBuf(100, 7, inode: 4242, size: 3_110_400, "system", "frame-0", count: 2);
+        AddDmaBuf(200, 12, inode: 4242, size: 3_110_400, "system", "frame-0", count: 2);
+        AddDmaBuf(200, 13, inode: 4243, size: 8192, "drm", null, count: 1);
+
+        using JsonDocument doc = RunJson();
+
+        JsonElement[] buffers = [.. doc.RootElement.GetProperty("buffers").EnumerateArray()];
+        Assert.Equal(2, buffers.Length);
+        JsonElement frame = buffers[0];
+        Assert.Equal(4242UL, frame.GetProperty("inode").GetUInt64());
+        Assert.Equal(3_110_400, frame.GetProperty("size").GetInt64());
+        Assert.Equal("system", frame.GetProperty("exporter").GetString());
+        Assert.Equal("frame-0", frame.GetProperty("name").GetString());
+        Assert.Equal(2, frame.GetProperty("count").GetInt64());
+        JsonElement[] holders = [.. frame.GetProperty("holders").EnumerateArray()];
+        Assert.Equal([(100, "decoder", 7), (200, "compositor", 12)],
+            holders.Select(h => (h.GetProperty("pid").GetInt32(), h.GetProperty("comm").GetString()!, h.GetProperty("fd").GetInt32())));
+        Assert.Equal(JsonValueKind.Null, buffers[1].GetProperty("name").ValueKind);
+        Assert.Equal(3_110_400 + 8192, doc.RootElement.GetProperty("totalBytes").GetInt64());
+    }
+
+    [Fact]
+    public void Json_SameNameAndSizeButOtherInode_AreTwoBuffers()
+    {
+        AddProcess(100, "app");
+        AddDmaBuf(100, 3, inode: 1, size: 4096, "system", "same", count: 1);
+        AddDmaBuf(100, 4, inode: 2, size: 4096, "system", "same", count: 1);
+
+        using JsonDocument doc = RunJson();
+
+        Assert.Equal([1UL, 2UL], doc.RootElement.GetProperty("buffers").EnumerateArray().Select(b => b.GetProperty("inode").GetUInt64()));
+    }
+
+    [Fact]
+    public void Json_OtherFdsAndNonProcessEntries_AreIgnored()
+    {
+        AddProcess(100, "app");
+        AddFd(100, 0, "/dev/null", "pos:\t0\nflags:\t02\nmnt_id:\t5\nino:\t5\n");
+        AddFd(100, 1, "anon_inode:[eventfd]", "pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t9\neventfd-count:\t0\n");
+        AddFd(100, 2, "anon_inode:dmabuf", "pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t77\nsize:\t65536\ncount:\t1\nexp_name:\tion\n");
+        Directory.CreateDirectory(Path.Combine(_proc, "self"));
+        File.WriteAllText(Path.Combine(_proc, "meminfo"), "MemTotal: 1 kB\n");
+
+        using JsonDocument doc = RunJson();
+
+        JsonElement only = Assert.Single(doc.RootElement.GetProperty("buffers").EnumerateArray());
+        Assert.Equal(77UL, only.GetProperty("inode").GetUInt64());
+        Assert.Equal("ion", only.GetProperty("exporter").GetString());
+    }
+
+    [Fact]
+    public void Json_ProcessThatVanishedMidWalk_IsSkipped()
+    {
+        AddProcess(100, "alive");
+        AddDmaBuf(100, 5, inode: 10, size: 4096, "system", "kept", count: 1);
+        // 300: the fd is still listed but its fdinfo is gone (closed, or the process exited).
+        AddProcess(300, "exiting");
+        AddFd(300, 5, "/dmabuf:gone", fdinfo: null);
+        // 400: only the pid directory is left.
+        Directory.CreateDirectory(Path.Combine(_proc, "400"));
+
+        using JsonDocument doc = RunJson();
+
+        JsonElement only = Assert.Single(doc.RootElement.GetProperty("buffers").EnumerateArray());
+        Assert.Equal("kept", only.GetProperty("name").GetString());
+        Assert.Equal(100, Assert.Single(only.GetProperty("holders").EnumerateArray()).GetProperty("pid").GetInt32());
+    }
+
+    [Fact]
+    public void Table_NoDmaBufs_SaysSoAndSucceeds()
+    {
+        AddProcess(100, "app");
+        AddFd(100, 0, "/dev/null", "pos:\t0\n");
+
+        (int code, string output, _) = Run("ls");
+
+        Assert.Equal(0, code);
+        Assert.Contains("No dma-bufs", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Json_NoDmaBufs_IsAnEmptyDocument()
+    {
+        using JsonDocument doc = RunJson();
+
+        Assert.Equal(0, doc.RootElement.GetProperty("buffers").GetArrayLength());
+        Assert.Equal(0, doc.RootElement.GetProperty("totalBytes").GetInt64());
+        Assert.Equal(["buffers", "totalBytes"], doc.RootElement.EnumerateObject().Select(p => p.Name));
+    }
+
+    [Fact]
+    public void Table_ListsNameExporterAndHolders()
+    {
+        AddProcess(100, "decoder");
+        AddDmaBuf(100, 9, inode: 55, size: 2 << 20, "system", "frame-9", count: 1);
+
+        (int code, string output, _) = Run("ls");
+
+        Assert.Equal(0, code);
+        Assert.Contains("frame-9", output, StringComparison.Ordinal);
+        Assert.Contains("decoder[100]:9", output, StringComparison.Ordinal);
+        Assert.Contains("2.0 MiB", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Json_RealProc_HasTheDocumentedShape()
+    {
+        var stdout = new StringWriter();
+        int code = DmaBufCommand.Run(["ls", "--json"], stdout, new StringWriter());
+
+        Assert.Equal(0, code);
+        using JsonDocument doc = JsonDocument.Parse(stdout.ToString());
+        Assert.Equal(JsonValueKind.Array, doc.RootElement.GetProperty("buffers").ValueKind);
+        foreach (JsonElement b in doc.RootElement.GetProperty("buffers").EnumerateArray())
+        {
+            foreach (string f in new[] { "inode", "size", "exporter", "name", "count", "holders" })
+            {
+                Assert.True(b.TryGetProperty(f, out _), f);
+            }
+        }
+    }
+}
