@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Checks of `dmabuf ls` against a real kernel's dma-bufs, run inside the guest (see run-in-guest.sh):
+#
+#   guest-checks.sh --cli PATH/DmaBuf.Cli.dll --fixture PATH/vgem-export
+#
+# The fixture exports a vgem buffer, names it and holds it while `dmabuf ls` runs. Ends with one line
+# 'kernel-tests: N passed, N failed'; exits 1 when a check failed.
+set -uo pipefail
+
+cli=""
+fixture=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cli) cli=$2; shift 2 ;;
+    --fixture) fixture=$2; shift 2 ;;
+    *) echo "usage: guest-checks.sh --cli DmaBuf.Cli.dll --fixture vgem-export" >&2; exit 2 ;;
+  esac
+done
+[ -f "$cli" ] && [ -x "$fixture" ] || { echo "error: --cli and --fixture must name an existing dll and executable" >&2; exit 2; }
+command -v jq >/dev/null || { echo "error: jq is needed (package jq)" >&2; exit 3; }
+
+readonly NAME=dmabuf-ls-check
+readonly SIZE=65536
+passed=0
+failed=0
+work=$(mktemp -d)
+
+check() { # check DESCRIPTION COMMAND...
+  local what=$1; shift
+  if "$@"; then
+    echo "ok   - $what"; passed=$((passed + 1))
+  else
+    echo "FAIL - $what"; failed=$((failed + 1))
+  fi
+}
+
+dmabuf() { dotnet "$cli" "$@"; }
+jqtrue() { jq -e "$@" >/dev/null 2>&1; } # jqtrue ARGS... FILE: the filter holds on the document
+
+echo "kernel: $(uname -r)"
+ls -l /dev/dri 2>&1 | sed 's/^/  /'
+
+# 1. One holder: the fixture keeps the fd to itself (close-on-exec).
+"$fixture" "$NAME" "$SIZE" -- dotnet "$cli" ls --json > "$work/one.out" 2> "$work/one.err"
+rc=$?
+check "fixture exports a named vgem dma-buf and 'dmabuf ls --json' exits 0 (rc=$rc)" test "$rc" -eq 0
+info=$(head -1 "$work/one.out")
+tail -n +2 "$work/one.out" > "$work/one.json"
+pid=$(sed -n 's/.* pid=\([0-9]*\).*/\1/p' <<<"$info")
+fd=$(sed -n 's/.* fd=\([0-9]*\).*/\1/p' <<<"$info")
+size=$(sed -n 's/.* size=\([0-9]*\).*/\1/p' <<<"$info")
+echo "  $info"
+[ "$rc" -eq 0 ] || sed 's/^/  stderr: /' "$work/one.err"
+buffer='[.buffers[] | select(.name == $n)]'
+check "the output is one JSON document with buffers and totalBytes" \
+  jqtrue '(.buffers | type == "array") and (.totalBytes | type == "number")' "$work/one.json"
+check "exactly one buffer is named $NAME" \
+  jqtrue --arg n "$NAME" "$buffer | length == 1" "$work/one.json"
+check "its size is the exported size ($size bytes)" \
+  jqtrue --arg n "$NAME" --argjson s "${size:-0}" "$buffer | .[0].size == \$s" "$work/one.json"
+check "its one holder is the fixture (pid $pid, fd $fd, comm vgem-export)" \
+  jqtrue --arg n "$NAME" --argjson p "${pid:-0}" --argjson f "${fd:-0}" \
+  "$buffer | .[0].holders == [{\"pid\": \$p, \"comm\": \"vgem-export\", \"fd\": \$f}]" "$work/one.json"
+check "it has an exporter, an inode and a count" \
+  jqtrue --arg n "$NAME" "$buffer | .[0] | (.exporter | length > 0) and .inode > 0 and .count >= 1" "$work/one.json"
+echo "  listed: $(jq -c --arg n "$NAME" "$buffer" "$work/one.json" 2>/dev/null)"
+
+# 2. Two holders of one buffer: the command inherits the fd, so the ls process holds it too.
+VGEM_EXPORT_INHERIT=1 "$fixture" "$NAME" "$SIZE" -- dotnet "$cli" ls --json > "$work/two.out" 2> "$work/two.err"
+rc=$?
+tail -n +2 "$work/two.out" > "$work/two.json"
+pid2=$(head -1 "$work/two.out" | sed -n 's/.* pid=\([0-9]*\).*/\1/p')
+check "a buffer held by two processes is one buffer with two holders (rc=$rc)" \
+  jqtrue --arg n "$NAME" --argjson p "${pid2:-0}" \
+  "$buffer | length == 1 and (.[0].holders | length == 2) and (.[0].holders | map(.pid) | index(\$p) != null)" "$work/two.json"
+
+# 3. The table names the buffer and its holder.
+"$fixture" "$NAME" "$SIZE" -- dotnet "$cli" ls > "$work/table.out" 2>&1
+check "'dmabuf ls' prints the buffer's name and holder in its table" \
+  bash -c "grep -q '$NAME' '$work/table.out' && grep -q 'vgem-export\[' '$work/table.out'"
+
+# 4. Once the fixture exits, the buffer is gone.
+dmabuf ls --json > "$work/after.json" 2>&1
+check "after the holder exits the buffer is no longer listed" \
+  jqtrue --arg n "$NAME" "$buffer | length == 0" "$work/after.json"
+
+rm -rf "$work"
+echo "kernel-tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
