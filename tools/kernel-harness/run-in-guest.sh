@@ -57,6 +57,7 @@ need_pkg() { # need_pkg COMMAND-OR-FILE PACKAGE
   log "installing $2"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null 2>&1 \
     || missing "could not install package '$2' (needed for '$1')"
+  [ -e "$1" ] || command -v "$1" >/dev/null 2>&1 || missing "package '$2' is installed but '$1' is still not found"
 }
 need_pkg qemu-system-x86_64 qemu-system-x86
 need_pkg cpio cpio
@@ -189,7 +190,8 @@ cp /env.sh /command.sh /host/tmp/
 echo "@@DMABUF-GUEST-BEGIN@@"
 timeout -s KILL "$(cat /timeout)" chroot /host /bin/sh -c '. /tmp/env.sh; . /tmp/command.sh' </dev/null 2>&1
 rc=$?
-echo "@@DMABUF-GUEST-END@@"
+# The output may not end in a newline; the host drops this extra empty line again.
+printf '\n@@DMABUF-GUEST-END@@\n'
 [ "$rc" -eq 137 ] && rc=124
 echo "@@DMABUF-GUEST-EXIT $rc@@"
 sync
@@ -223,7 +225,9 @@ if ! grep -q '^@@DMABUF-GUEST-EXIT [0-9]*@@$' "$console.txt"; then
   exit "$NO_RESULT"
 fi
 { grep -o 'guest: .*' "$console.txt" || true; } | sed 's/^/[guest-harness] /' >&2
-sed -n '/^@@DMABUF-GUEST-BEGIN@@$/,/^@@DMABUF-GUEST-END@@$/p' "$console.txt" | sed '1d;$d'
+awk '/^@@DMABUF-GUEST-END@@$/ { if (held) { if (last != "") print last }; exit }
+     inside { if (held) print last; last = $0; held = 1 }
+     /^@@DMABUF-GUEST-BEGIN@@$/ { inside = 1 }' "$console.txt"
 rc=$(sed -n 's/^@@DMABUF-GUEST-EXIT \([0-9]*\)@@$/\1/p' "$console.txt" | tail -1)
 log "guest exit $rc after $((end - start)) s"
 exit "$rc"
