@@ -26,11 +26,11 @@ public static class FrameCostProbe
 
     private static void Probe(string profileName, IommuMode mode, int pool, int seed)
     {
-        // As FrameScenarioRunner sizes the SoC for one resolution.
+        // As FrameScenarioRunner sizes the SoC for one resolution (keep in step with it).
         long frame = RoundUp(FrameBytes, PhysicalMemory.PageSize);
         var soc = new Soc(new SocOptions
         {
-            MemoryBytes = RoundUp((long)(pool * frame * 1.25) + (64L << 20), 4L << 20),
+            MemoryBytes = RoundUp((long)(pool * (frame + PhysicalMemory.PageSize) * 1.25) + (64L << 20), 4L << 20),
             ContiguousBytes = 16L << 20,
             Profile = CostProfile.Load(profileName),
             Mode = mode,

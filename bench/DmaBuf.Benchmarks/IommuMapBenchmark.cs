@@ -9,7 +9,10 @@ namespace DmaBuf.Benchmarks;
 /// (<c>OperationsPerInvoke</c> = 760), so they show the simulator's per-page cost against the design target of at
 /// least 25 million simulated page mappings per second (40 ns per page, map and unmap together); the one-page case
 /// shows the per-call overhead. The IOTLB of each unit holds another domain's translations; the "touch" case also
-/// translates every page of the frame, so its invalidation drops 760 entries of its own.
+/// translates every page of the frame, so its invalidation drops 760 entries of its own. The first frame the heap hands
+/// out has its two 1 MiB chunks adjacent and 2 MiB aligned, so it maps with one 2 MiB block and 248 pages (249 leaf
+/// entries); the "NoBlock" case maps a frame that gets no block (760 leaf entries), the worst case for page-table writes.
+/// Setup prints the leaf entries of both frames.
 /// </summary>
 [MemoryDiagnoser]
 public class IommuMapBenchmark
@@ -20,6 +23,7 @@ public class IommuMapBenchmark
     private IommuDomain _smmuLazy = null!;
     private IommuDomain _vtdStrict = null!;
     private ScatterTable _frame = null!;
+    private ScatterTable _frameNoBlock = null!;
     private ScatterTable _page = null!;
 
     [GlobalSetup]
@@ -36,6 +40,16 @@ public class IommuMapBenchmark
         _smmuStrict = Domain(new IommuUnit("smmu0", memory, clock, smmu, stats, IommuMode.Strict), other);
         _smmuLazy = Domain(new IommuUnit("smmu1", memory, clock, smmu, stats, IommuMode.Lazy), other);
         _vtdStrict = Domain(new IommuUnit("dmar0", memory, clock, vtd, stats, IommuMode.Strict), other);
+
+        // Allocated last, so the frames above keep their placement.
+        IommuDomain probe = new IommuUnit("probe", memory, clock, smmu, stats, IommuMode.Strict).CreateDomain("probe");
+        _frameNoBlock = SystemHeapTable(memory, FramePages);
+        if (LeafEntries(probe, _frameNoBlock, stats) != FramePages)
+        {
+            _frameNoBlock = SystemHeapTable(memory, FramePages); // the heap alternates: the next frame gets no block
+        }
+
+        Console.WriteLine($"// leaf entries per map: frame {LeafEntries(probe, _frame, stats)}, no-block frame {LeafEntries(probe, _frameNoBlock, stats)}");
     }
 
     [Benchmark(Baseline = true, OperationsPerInvoke = 1)]
@@ -49,6 +63,13 @@ public class IommuMapBenchmark
     public void MapUnmapFrameSmmuStrict()
     {
         ScatterTable mapped = _smmuStrict.Map(_frame, DmaDirection.Bidirectional);
+        _smmuStrict.Unmap(mapped, DmaDirection.Bidirectional);
+    }
+
+    [Benchmark(OperationsPerInvoke = FramePages)]
+    public void MapUnmapFrameNoBlockSmmuStrict()
+    {
+        ScatterTable mapped = _smmuStrict.Map(_frameNoBlock, DmaDirection.Bidirectional);
         _smmuStrict.Unmap(mapped, DmaDirection.Bidirectional);
     }
 
@@ -92,6 +113,14 @@ public class IommuMapBenchmark
         }
 
         return unit.CreateDomain("vpu");
+    }
+
+    private static long LeafEntries(IommuDomain domain, ScatterTable frame, SimStats stats)
+    {
+        long before = stats.PagesMapped;
+        ScatterTable mapped = domain.Map(frame, DmaDirection.Bidirectional);
+        domain.Unmap(mapped, DmaDirection.Bidirectional);
+        return stats.PagesMapped - before;
     }
 
     // Chunks as Linux's system heap takes them: the largest of orders 8, 4, 0 that still fits.

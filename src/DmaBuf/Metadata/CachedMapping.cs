@@ -82,6 +82,13 @@ public static class CachedMappingExtensions
             return existing;
         }
 
+        // The miss lives in its own method: its closure would otherwise be allocated on every hit too.
+        return AddMapping(metadata, key, owner, device, direction, out created);
+    }
+
+    private static CachedMapping AddMapping(
+        BufferMetadata metadata, MetadataKey<CachedMapping> key, MetadataOwner owner, IDmaDevice device, DmaDirection direction, out bool created)
+    {
         bool made = false;
         CachedMapping m = metadata.GetOrAdd(
             key,
