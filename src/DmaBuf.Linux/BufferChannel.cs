@@ -183,8 +183,7 @@ public sealed class BufferChannel : IDisposable
     public static unsafe BufferChannel Connect(string name, BufferChannelOptions? options = null)
     {
         uint length = Interop.Libc.AbstractAddress(name, out Interop.Libc.sockaddr_un address);
-        SafeFdHandle socket = Interop.Check(
-            Interop.Libc.socket(Interop.Libc.AF_UNIX, Interop.Libc.SOCK_SEQPACKET | Interop.Libc.SOCK_CLOEXEC, 0), "socket");
+        SafeFdHandle socket = Interop.Libc.UnixSocket(Interop.Libc.SOCK_SEQPACKET);
         try
         {
             while (Interop.Libc.connect(socket, &address, length) < 0)

@@ -24,8 +24,7 @@ public sealed class BufferChannelListener : IDisposable
     public static unsafe BufferChannelListener Listen(string name, BufferChannelOptions? options = null, int backlog = 16)
     {
         uint length = Interop.Libc.AbstractAddress(name, out Interop.Libc.sockaddr_un address);
-        SafeFdHandle socket = Interop.Check(
-            Interop.Libc.socket(Interop.Libc.AF_UNIX, Interop.Libc.SOCK_SEQPACKET | Interop.Libc.SOCK_CLOEXEC, 0), "socket");
+        SafeFdHandle socket = Interop.Libc.UnixSocket(Interop.Libc.SOCK_SEQPACKET);
         try
         {
             Interop.Check(Interop.Libc.bind(socket, &address, length), "bind", "@" + name);
@@ -42,7 +41,7 @@ public sealed class BufferChannelListener : IDisposable
     /// <summary>Waits for a connection and returns its channel.</summary>
     /// <exception cref="TimeoutException">No connection within <paramref name="timeout"/>.</exception>
     /// <exception cref="ChannelProtocolException">The peer's credentials are not allowed; that connection was closed.</exception>
-    public unsafe BufferChannel Accept(TimeSpan? timeout = null)
+    public BufferChannel Accept(TimeSpan? timeout = null)
     {
         ObjectDisposedException.ThrowIf(_socket.IsClosed, this);
         if (timeout is { } t && t != Timeout.InfiniteTimeSpan && !Interop.Libc.PollReadable(_socket, (int)Math.Min(int.MaxValue, t.TotalMilliseconds)))
@@ -50,21 +49,7 @@ public sealed class BufferChannelListener : IDisposable
             throw new TimeoutException($"No connection on @{Name} within {t}.");
         }
 
-        while (true)
-        {
-            SafeFdHandle client = Interop.Libc.accept4(_socket, null, null, Interop.Libc.SOCK_CLOEXEC);
-            if (!client.IsInvalid)
-            {
-                return BufferChannel.FromSocket(client, _options);
-            }
-
-            int errno = Interop.LastErrno;
-            client.Dispose();
-            if (errno != Interop.Libc.EINTR)
-            {
-                throw Interop.GetExceptionForErrno(errno, "accept4", "@" + Name);
-            }
-        }
+        return BufferChannel.FromSocket(Interop.Libc.Accept(_socket, "@" + Name), _options);
     }
 
     /// <summary>Stops listening.</summary>

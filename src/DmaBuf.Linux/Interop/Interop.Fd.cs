@@ -12,6 +12,7 @@ internal static partial class Interop
         internal const int O_ACCMODE = 3;
         internal const int F_GETFD = 1;
         internal const int F_GETFL = 3;
+        internal const int F_DUPFD_CLOEXEC = 1030;
         internal const int FD_CLOEXEC = 1;
 
         // <poll.h>
@@ -32,7 +33,7 @@ internal static partial class Interop
         internal static partial int close(int fd);
 
         [LibraryImport(Libraries.Libc, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-        internal static partial SafeFdHandle open(string pathname, int flags, int mode);
+        internal static partial int open(string pathname, int flags, int mode);
 
         [LibraryImport(Libraries.Libc, SetLastError = true)]
         internal static unsafe partial int pipe2(int* pipefd, int flags);
@@ -48,7 +49,11 @@ internal static partial class Interop
 
         /// <summary>Opens <paramref name="path"/> read-write, close-on-exec.</summary>
         internal static SafeFdHandle OpenReadWrite(string path) =>
-            Check(open(path, O_RDWR | O_CLOEXEC, 0), "open", path);
+            CheckFd(open(path, O_RDWR | O_CLOEXEC, 0), "open", path);
+
+        /// <summary>A close-on-exec duplicate of <paramref name="fd"/> (<c>F_DUPFD_CLOEXEC</c>): another number, the same file.</summary>
+        internal static SafeFdHandle Duplicate(SafeFdHandle fd) =>
+            CheckFd(fcntl(fd, F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)");
 
         /// <summary>Makes a pipe (used by tests to offer a peer an fd that is not a buffer).</summary>
         internal static unsafe (SafeFdHandle Read, SafeFdHandle Write) Pipe()

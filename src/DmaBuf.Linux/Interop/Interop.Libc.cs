@@ -37,16 +37,12 @@ internal static partial class Interop
     internal static nint Check(nint result, string call, string? detail = null) =>
         result < 0 ? throw GetExceptionForErrno(LastErrno, call, detail) : result;
 
-    /// <summary>Throws for the last errno, disposing the handle, if <paramref name="handle"/> is invalid.</summary>
-    internal static SafeFdHandle Check(SafeFdHandle handle, string call, string? detail = null)
-    {
-        if (handle.IsInvalid)
-        {
-            int errno = LastErrno;
-            handle.Dispose();
-            throw GetExceptionForErrno(errno, call, detail);
-        }
-
-        return handle;
-    }
+    /// <summary>
+    /// Wraps the descriptor a call returned in a <see cref="SafeFdHandle"/> at once, or throws for the last errno. The
+    /// descriptor-creating imports return <c>int</c>, not a SafeHandle: the marshaller would read a SafeHandle from the
+    /// whole pointer-sized return register, whose upper half the ABI leaves undefined for a C <c>int</c>, and a failed
+    /// call's -1 would then look like a valid descriptor.
+    /// </summary>
+    internal static SafeFdHandle CheckFd(int result, string call, string? detail = null) =>
+        result < 0 ? throw GetExceptionForErrno(LastErrno, call, detail) : new SafeFdHandle(result);
 }

@@ -18,7 +18,7 @@ internal static partial class Interop
         internal const int F_SEAL_WRITE = 0x8;
 
         [LibraryImport(Libraries.Libc, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-        internal static partial SafeFdHandle memfd_create(string name, uint flags);
+        internal static partial int memfd_create(string name, uint flags);
 
         [LibraryImport(Libraries.Libc, SetLastError = true)]
         internal static partial int ftruncate(SafeFdHandle fd, long length);
@@ -30,7 +30,7 @@ internal static partial class Interop
         /// <summary>Creates a sealable, close-on-exec memfd of <paramref name="size"/> bytes (not yet sealed).</summary>
         internal static SafeFdHandle CreateMemfd(string name, long size)
         {
-            SafeFdHandle fd = Check(memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING), "memfd_create", name);
+            SafeFdHandle fd = CheckFd(memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING), "memfd_create", name);
             try
             {
                 while (ftruncate(fd, size) < 0)

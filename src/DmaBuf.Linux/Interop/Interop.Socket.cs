@@ -81,7 +81,7 @@ internal static partial class Interop
         internal static unsafe partial int socketpair(int domain, int type, int protocol, int* sv);
 
         [LibraryImport(Libraries.Libc, SetLastError = true)]
-        internal static partial SafeFdHandle socket(int domain, int type, int protocol);
+        internal static partial int socket(int domain, int type, int protocol);
 
         [LibraryImport(Libraries.Libc, SetLastError = true)]
         internal static unsafe partial int bind(SafeFdHandle sockfd, sockaddr_un* addr, uint addrlen);
@@ -93,7 +93,7 @@ internal static partial class Interop
         internal static partial int listen(SafeFdHandle sockfd, int backlog);
 
         [LibraryImport(Libraries.Libc, SetLastError = true)]
-        internal static unsafe partial SafeFdHandle accept4(SafeFdHandle sockfd, void* addr, uint* addrlen, int flags);
+        internal static unsafe partial int accept4(SafeFdHandle sockfd, void* addr, uint* addrlen, int flags);
 
         [LibraryImport(Libraries.Libc, SetLastError = true)]
         internal static unsafe partial nint sendmsg(SafeFdHandle sockfd, msghdr* msg, int flags);
@@ -113,6 +113,28 @@ internal static partial class Interop
             int* sv = stackalloc int[2];
             Check(socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, sv), "socketpair");
             return (new SafeFdHandle(sv[0]), new SafeFdHandle(sv[1]));
+        }
+
+        /// <summary>A close-on-exec Unix socket of <paramref name="type"/>.</summary>
+        internal static SafeFdHandle UnixSocket(int type) => CheckFd(socket(AF_UNIX, type | SOCK_CLOEXEC, 0), "socket");
+
+        /// <summary>Accepts a connection (close-on-exec), retrying on EINTR.</summary>
+        internal static unsafe SafeFdHandle Accept(SafeFdHandle listener, string name)
+        {
+            while (true)
+            {
+                int fd = accept4(listener, null, null, SOCK_CLOEXEC);
+                if (fd >= 0)
+                {
+                    return new SafeFdHandle(fd);
+                }
+
+                int errno = LastErrno;
+                if (errno != EINTR)
+                {
+                    throw GetExceptionForErrno(errno, "accept4", name);
+                }
+            }
         }
 
         /// <summary>
