@@ -9,9 +9,14 @@ internal static class ProcessResources
 {
     public static int OpenFds() => Directory.GetFileSystemEntries("/proc/self/fd").Length;
 
-    /// <summary>Mappings of memfd and dma-buf files in this process (lines of /proc/self/maps).</summary>
+    /// <summary>
+    /// Mappings of memfd and dma-buf files in this process (lines of /proc/self/maps), less the runtime's own W^X
+    /// "doublemapper" memfd, whose mappings come and go with the JIT.
+    /// </summary>
     public static int BufferMappings() =>
-        File.ReadLines("/proc/self/maps").Count(l => l.Contains("/memfd:", StringComparison.Ordinal) || l.Contains("/dmabuf:", StringComparison.Ordinal));
+        File.ReadLines("/proc/self/maps").Count(l =>
+            (l.Contains("/memfd:", StringComparison.Ordinal) && !l.Contains("doublemapper", StringComparison.Ordinal))
+            || l.Contains("/dmabuf:", StringComparison.Ordinal));
 
     public static bool IsOpen(int fd) => File.Exists($"/proc/self/fd/{fd}") || Directory.Exists($"/proc/self/fd/{fd}");
 
