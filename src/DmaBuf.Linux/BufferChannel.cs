@@ -512,14 +512,14 @@ public sealed class BufferChannel : IDisposable
                 }
             }
 
-            if (timeout != Timeout.InfiniteTimeSpan && !Interop.Libc.PollReadable(_socket, (int)Math.Min(int.MaxValue, timeout.TotalMilliseconds)))
-            {
-                throw new TimeoutException($"Nothing arrived from pid {Peer.ProcessId} within {timeout}.");
-            }
-
             List<SafeFdHandle> fds = [];
             try
             {
+                if (timeout != Timeout.InfiniteTimeSpan && !Interop.Libc.PollReadable(_socket, (int)Math.Min(int.MaxValue, timeout.TotalMilliseconds)))
+                {
+                    throw new TimeoutException($"Nothing arrived from pid {Peer.ProcessId} within {timeout}.");
+                }
+
                 ChannelMessage? m = ReceiveRecord(fds, out bool handled);
                 if (!handled)
                 {
@@ -532,6 +532,10 @@ public sealed class BufferChannel : IDisposable
             {
                 Close(e.Reason);
                 throw;
+            }
+            catch (ObjectDisposedException) when (IsClosed)
+            {
+                return null; // another thread closed the connection while this one waited
             }
             finally
             {
