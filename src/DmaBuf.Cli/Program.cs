@@ -1,1 +1,3 @@
-return 0;
+using DmaBuf.Cli;
+
+return DmaBufCommand.Run(args, Console.Out, Console.Error);
