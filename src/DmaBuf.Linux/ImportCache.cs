@@ -10,8 +10,10 @@ namespace DmaBuf.Linux;
 /// twice, or over two connections, is one object with one mapping.
 /// </summary>
 /// <remarks>
-/// Every descriptor is untrusted. It must be a memfd sealed against shrinking (<c>F_GET_SEALS</c> has
-/// <c>F_SEAL_SHRINK</c>) or a dma-buf, open read-write, and at least as large as claimed (<c>fstat</c>); otherwise
+/// Every descriptor is untrusted. It must be a memfd sealed against shrinking (a regular file whose
+/// <c>/proc/self/fd</c> link reads <c>/memfd:</c>, <c>F_GET_SEALS</c> succeeding with <c>F_SEAL_SHRINK</c>) or a dma-buf
+/// (on the dma-buf pseudo file system by <c>fstatfs</c>), open read-write, and at least as large as claimed
+/// (<c>fstat</c>); otherwise
 /// <see cref="BufferImportException"/> says why and the descriptor is closed.
 /// </remarks>
 public sealed class ImportCache
@@ -172,7 +174,7 @@ public sealed class ImportCache
 
             kind = LinuxBufferKind.Memfd;
         }
-        else if (st.FileType == 0 && link.StartsWith("/dmabuf:", StringComparison.Ordinal))
+        else if (IsDmaBuf(fd))
         {
             kind = LinuxBufferKind.DmaBuf; // dma-bufs cannot change size
         }
@@ -196,6 +198,22 @@ public sealed class ImportCache
         }
 
         return (kind, new FileIdentity(st.Device, st.Inode));
+    }
+
+    /// <summary>
+    /// Whether <paramref name="fd"/> lives on the dma-buf pseudo file system. The <c>/proc/self/fd</c> link
+    /// (<c>/dmabuf:name</c>) is not proof: root can create a file of that name.
+    /// </summary>
+    private static bool IsDmaBuf(SafeFdHandle fd)
+    {
+        try
+        {
+            return Interop.Libc.FileSystemType(fd) == Interop.Libc.DMA_BUF_MAGIC;
+        }
+        catch (LinuxErrorException)
+        {
+            return false;
+        }
     }
 
     private DmaBufHandle? TryGetLive(FileIdentity identity, long size)

@@ -96,34 +96,46 @@ public sealed class MmapCache
     /// </summary>
     internal CpuMapping Acquire(LinuxBuffer buffer, DmaBufHandle? reference)
     {
+        long length = RoundToPages(buffer.MappedLength);
         Region? region;
+        List<Region>? drop = null;
         using (OrderedLock.Scope scope = _lock.Enter())
         {
             if (_cached.TryGetValue(buffer.Identity, out region))
             {
-                region.Count++;
-                _lru.Remove(region.Node);
-                _lru.AddFirst(region.Node);
-                _hits++;
-                LinuxMetrics.s_mmapHits.Add(1);
-                return new CpuMapping(this, region, buffer.Size, reference);
+                if (region.Length >= length)
+                {
+                    region.Count++;
+                    _lru.Remove(region.Node);
+                    _lru.AddFirst(region.Node);
+                    _hits++;
+                    LinuxMetrics.s_mmapHits.Add(1);
+                    return new CpuMapping(this, region, buffer.Size, reference);
+                }
+
+                // Mapped shorter for another view of the same file (an import that claimed less): replace it.
+                RemoveLocked(region);
+                if (--region.Count == 0)
+                {
+                    (drop = []).Add(region);
+                }
             }
 
             _misses++;
         }
 
+        Unmap(drop);
+        drop = null;
         LinuxMetrics.s_mmapMisses.Add(1);
-        long length = RoundToPages(buffer.MappedLength);
         nint address = Interop.Libc.MapShared(buffer.Fd, length);
         var fresh = new Region(buffer.Identity, address, length);
-        List<Region>? drop = null;
         using (OrderedLock.Scope scope = _lock.Enter())
         {
             _mapCalls++;
             _bytesMapped += length;
             _liveMappings++;
             _liveBytes += length;
-            if (_cached.TryGetValue(buffer.Identity, out region))
+            if (_cached.TryGetValue(buffer.Identity, out region) && region.Length >= length)
             {
                 // Another thread mapped it meanwhile: use theirs, give ours back.
                 region.Count++;
@@ -132,6 +144,15 @@ public sealed class MmapCache
             }
             else
             {
+                if (region is not null)
+                {
+                    RemoveLocked(region); // a shorter one another thread put there meanwhile
+                    if (--region.Count == 0)
+                    {
+                        (drop ??= []).Add(region);
+                    }
+                }
+
                 region = fresh;
                 region.Count = 2; // the cache's and the caller's
                 _cached.Add(region.Identity, region);

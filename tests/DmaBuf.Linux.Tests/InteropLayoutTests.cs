@@ -28,6 +28,8 @@ public sealed class InteropLayoutTests
         #include <sys/un.h>
         #include <linux/types.h>
         #include <linux/memfd.h>
+        #include <linux/magic.h>
+        #include <sys/vfs.h>
         #if __has_include(<linux/dma-buf.h>)
         #include <linux/dma-buf.h>
         #define DMA_BUF_SOURCE "kernel header linux/dma-buf.h"
@@ -74,6 +76,7 @@ public sealed class InteropLayoutTests
             SZ(sockaddr_un) OFF(sockaddr_un, sun_family) OFF(sockaddr_un, sun_path)
             SZ(pollfd) OFF(pollfd, fd) OFF(pollfd, events) OFF(pollfd, revents)
             SZ(stat) OFF(stat, st_dev) OFF(stat, st_ino) OFF(stat, st_mode) OFF(stat, st_size)
+            OFF(statfs, f_type) P(sizeof(((struct statfs *)0)->f_type)) P(TMPFS_MAGIC) P(HUGETLBFS_MAGIC) P(DMA_BUF_MAGIC)
             SZ(dma_buf_sync) OFF(dma_buf_sync, flags)
             SZ(dma_heap_allocation_data) OFF(dma_heap_allocation_data, len) OFF(dma_heap_allocation_data, fd)
             OFF(dma_heap_allocation_data, fd_flags) OFF(dma_heap_allocation_data, heap_flags)
@@ -139,6 +142,11 @@ public sealed class InteropLayoutTests
             ["offsetof(stat.st_ino)"] = stat.st_ino,
             ["offsetof(stat.st_mode)"] = stat.st_mode,
             ["offsetof(stat.st_size)"] = stat.st_size,
+            ["offsetof(statfs.f_type)"] = StatfsTypeOffset,
+            ["sizeof(((struct statfs *)0)->f_type)"] = sizeof(long),
+            ["TMPFS_MAGIC"] = TMPFS_MAGIC,
+            ["HUGETLBFS_MAGIC"] = HUGETLBFS_MAGIC,
+            ["DMA_BUF_MAGIC"] = DMA_BUF_MAGIC,
             ["MFD_CLOEXEC"] = MFD_CLOEXEC,
             ["MFD_ALLOW_SEALING"] = MFD_ALLOW_SEALING,
             ["F_ADD_SEALS"] = F_ADD_SEALS,

@@ -65,6 +65,25 @@ public sealed class MmapCacheTests
     }
 
     [Fact]
+    public void CachedMapping_ShorterThanTheBufferNeeds_IsReplacedNotServed()
+    {
+        var cache = new MmapCache();
+        var exporter = new MemfdExporter(cache);
+        using DmaBufHandle original = exporter.Allocate(Size);
+        var imports = new ImportCache(cache); // a view of the same memfd that claims only half of it
+        using DmaBufHandle half = imports.Import(Interop.Libc.Duplicate(original.Buffer.GetLinuxBuffer().Fd), Size / 2);
+        using CpuMapping shorter = half.MapCpu();
+
+        using CpuMapping full = original.MapCpu();
+        full.Span[(int)Size - 1] = 0x42; // would fault if the half-length mapping had been served
+
+        Assert.Equal(2, cache.Statistics.Misses);
+        Assert.Equal(2, cache.Statistics.LiveMappings); // the short one lives on for its lease
+        shorter.Span[0] = 1;
+        Assert.Equal(1, full.Span[0]);
+    }
+
+    [Fact]
     public void Budget_EvictsTheLeastRecentlyUsed()
     {
         var cache = new MmapCache(budgetBytes: 2 * Size);

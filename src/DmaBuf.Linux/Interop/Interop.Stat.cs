@@ -45,8 +45,27 @@ internal static partial class Interop
             internal uint FileType => Mode & S_IFMT;
         }
 
+        // <linux/magic.h>: f_type of the file systems behind buffer descriptors
+        internal const long TMPFS_MAGIC = 0x01021994;
+        internal const long HUGETLBFS_MAGIC = 0x958458f6;
+        internal const long DMA_BUF_MAGIC = 0x444d4142;
+
+        /// <summary><c>offsetof(struct statfs, f_type)</c> on every 64-bit Linux ABI: the first word.</summary>
+        internal const int StatfsTypeOffset = 0;
+
         [LibraryImport(Libraries.Libc, SetLastError = true)]
         internal static unsafe partial int fstat(SafeFdHandle fd, byte* statbuf);
+
+        [LibraryImport(Libraries.Libc, SetLastError = true)]
+        internal static unsafe partial int fstatfs(SafeFdHandle fd, byte* buf);
+
+        /// <summary>The magic number of the file system <paramref name="fd"/> lives on (<c>statfs.f_type</c>).</summary>
+        internal static unsafe long FileSystemType(SafeFdHandle fd)
+        {
+            byte* buffer = stackalloc byte[StatBufferSize];
+            Check(fstatfs(fd, buffer), "fstatfs");
+            return Unsafe.ReadUnaligned<long>(buffer + StatfsTypeOffset);
+        }
 
         /// <summary><c>fstat</c>, reading the fields at the current architecture's offsets.</summary>
         internal static unsafe FileStatus FStat(SafeFdHandle fd)
