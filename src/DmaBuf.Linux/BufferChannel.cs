@@ -370,6 +370,11 @@ public sealed class BufferChannel : IDisposable
     public void Acknowledge(ReceivedBuffer received, ulong userData = 0)
     {
         ArgumentNullException.ThrowIfNull(received);
+        if (!ReferenceEquals(received.Channel, this))
+        {
+            throw new ArgumentException($"{received} came on another channel.", nameof(received));
+        }
+
         lock (_stateLock)
         {
             ThrowIfClosedLocked();

@@ -28,6 +28,9 @@ public sealed class ReceivedBuffer : ChannelMessage, IDisposable
         IsTransient = transient;
     }
 
+    /// <summary>The channel the buffer came on.</summary>
+    internal BufferChannel Channel => _channel;
+
     /// <summary>The sender's id of the buffer.</summary>
     public long RemoteBufferId { get; }
 

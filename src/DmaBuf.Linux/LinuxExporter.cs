@@ -88,7 +88,7 @@ public abstract class LinuxExporter : IDmaBufExporter
         if (attachment.Device.AddressSpace is not CpuAddressSpace)
         {
             throw new NotSupportedException(
-                $"{Name} buffers can only be mapped by CPU-side devices (a '{new CpuAddressSpace().Name}' address space); " +
+                $"{Name} buffers can only be mapped by CPU-side devices (a '{CpuAddressSpace.Process.Name}' address space); " +
                 $"device '{attachment.Device.Name}' is behind '{attachment.Device.AddressSpace.Name}'.");
         }
 
