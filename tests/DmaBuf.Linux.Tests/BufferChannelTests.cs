@@ -66,6 +66,18 @@ public sealed class BufferChannelTests
     }
 
     [Fact]
+    public void Acknowledge_OfABufferFromAnotherChannel_IsRefused()
+    {
+        using var world = new World();
+        using var other = new World();
+        using DmaBufHandle buffer = world.Exporter.Allocate(Size);
+        world.Sender.SendBuffer(buffer);
+        using var received = (ReceivedBuffer)world.Receiver.Receive()!;
+
+        Assert.Throws<ArgumentException>(() => other.Receiver.Acknowledge(received));
+    }
+
+    [Fact]
     public async Task Ping_IsAnsweredWhileTheOtherSideReceives_AndKeepsOtherMessagesInOrder()
     {
         using var world = new World();
