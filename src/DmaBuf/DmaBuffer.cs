@@ -160,6 +160,13 @@ public sealed class DmaBuffer
         return new DmaBufHandle(buffer);
     }
 
+    /// <summary>
+    /// Takes a new reference if the buffer is still live, for caches that find a buffer without holding it (an import
+    /// cache keyed by identity, say): the kernel's "get unless zero". Returns null once the last reference has gone, so
+    /// a lookup can never bring a releasing buffer back (rules 1 and 3).
+    /// </summary>
+    public DmaBufHandle? TryAddReference() => TryAddRef() ? new DmaBufHandle(this) : null;
+
     /// <summary>Checks a name against the rules of <see cref="Name"/>.</summary>
     /// <exception cref="ArgumentException">The name is too long or has control characters.</exception>
     public static void ValidateName(string? name)

@@ -34,6 +34,37 @@ public sealed class DmaBufferTests
     }
 
     [Fact]
+    public void TryAddReference_LiveBuffer_ReturnsANewReference()
+    {
+        var exporter = new TestExporter();
+        DmaBufHandle first = Make.Buffer(exporter);
+
+        DmaBufHandle? second = first.Buffer.TryAddReference();
+        first.Dispose();
+
+        Assert.NotNull(second);
+        Assert.Equal(0, exporter.ReleaseCalls);
+        second.Dispose();
+        Assert.Equal(1, exporter.ReleaseCalls);
+    }
+
+    [Fact]
+    public void TryAddReference_ReleasedBuffer_ReturnsNullAndNeverResurrects()
+    {
+        var exporter = new TestExporter();
+        DmaBufHandle handle = Make.Buffer(exporter);
+        DmaBuffer buffer = handle.Buffer;
+        DmaBufHandle? duringRelease = null;
+        exporter.OnRelease = b => duringRelease = b.TryAddReference();
+
+        handle.Dispose();
+
+        Assert.Null(duringRelease);
+        Assert.Null(buffer.TryAddReference());
+        Assert.Equal(1, exporter.ReleaseCalls);
+    }
+
+    [Fact]
     public void DisposedHandle_Use_ThrowsObjectDisposed()
     {
         DmaBufHandle handle = Make.Buffer(new TestExporter());

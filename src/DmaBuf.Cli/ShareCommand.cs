@@ -1,0 +1,637 @@
+using System.Buffers.Binary;
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Sockets;
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using DmaBuf.Linux;
+using Spectre.Console;
+
+namespace DmaBuf.Cli;
+
+/// <summary>
+/// <c>dmabuf share</c>: a producer fills a pool of frames and hands them to a consumer in a second process with no copy
+/// (the descriptor once, then the buffer's id; the consumer's mapping is cached), and measures that handoff against, in
+/// the same run, a bare 16-byte round trip on the same socket, the frame copied through a Unix stream socket, and the
+/// frame's descriptor passed and mmapped afresh every time.
+/// </summary>
+/// <remarks>
+/// Every measured handoff starts with the consumer idle (the previous frame verified and released) and ends when the
+/// consumer's acknowledgement arrives; the consumer acknowledges as soon as it holds the frame mapped, then verifies its
+/// checksum and releases it while the producer fills the next frame. The baselines follow the same rhythm.
+/// </remarks>
+internal static class ShareCommand
+{
+    private static readonly TimeSpan s_patience = TimeSpan.FromSeconds(120); // hang guard for a stuck peer
+
+    private static readonly Dictionary<string, (int Width, int Height)> s_resolutions = new(StringComparer.Ordinal)
+    {
+        ["1080p"] = (1920, 1080),
+        ["4k"] = (3840, 2160),
+    };
+
+    public static Command Create(IAnsiConsole console, TextWriter stdout, TextWriter stderr)
+    {
+        var frames = new Option<int>("--frames") { Description = "Frames to hand over (and iterations of each baseline).", DefaultValueFactory = _ => 600 };
+        frames.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int>() <= 0)
+            {
+                r.AddError("--frames must be a positive number.");
+            }
+        });
+
+        var pool = new Option<int>("--pool") { Description = "Frames in the producer's pool.", DefaultValueFactory = _ => 20 };
+        pool.Validators.Add(r =>
+        {
+            int p = r.GetValueOrDefault<int>();
+            if (p is <= 0 or > 256)
+            {
+                r.AddError("--pool must be between 1 and 256.");
+            }
+        });
+
+        var resolution = new Option<string>("--resolution") { Description = "Frame size (NV12): 1080p or 4k.", DefaultValueFactory = _ => "1080p" };
+        resolution.AcceptOnlyFromAmong([.. s_resolutions.Keys]);
+
+        var exporter = new Option<string>("--exporter")
+        {
+            Description = "Where frames come from: memfd, dma-heap (/dev/dma_heap/<heap>) or udmabuf (/dev/udmabuf).",
+            DefaultValueFactory = _ => "memfd",
+        };
+        exporter.AcceptOnlyFromAmong("memfd", "dma-heap", "udmabuf");
+
+        var heap = new Option<string>("--heap") { Description = "The dma-buf heap for --exporter dma-heap.", DefaultValueFactory = _ => "system" };
+        var json = new Option<bool>("--json") { Description = "Print one JSON document instead of a table." };
+
+        var command = new Command(
+            "share",
+            "Share frames with a second process with no copy, and measure the handoff against a socket round trip, a copy and a re-map.");
+        foreach (Option o in new Option[] { frames, pool, resolution, exporter, heap, json })
+        {
+            command.Options.Add(o);
+        }
+
+        command.SetAction(parse => (int)RunProducer(
+            console, stdout, stderr,
+            new Settings(parse.GetValue(frames), parse.GetValue(pool), parse.GetValue(resolution)!, parse.GetValue(exporter)!, parse.GetValue(heap)!),
+            parse.GetValue(json)));
+        command.Subcommands.Add(CreateConsumer(stdout, stderr));
+        return command;
+    }
+
+    /// <summary>The hidden consumer side, run by the producer as a second process of the same binary.</summary>
+    private static Command CreateConsumer(TextWriter stdout, TextWriter stderr)
+    {
+        var socket = new Option<string>("--socket") { Description = "Abstract socket name to connect to.", Required = true };
+        var frameSize = new Option<long>("--frame-size") { Description = "Bytes per frame.", Required = true };
+        var pool = new Option<int>("--pool") { Description = "Frames in the producer's pool (sizes the mapping cache).", Required = true };
+        var command = new Command("consumer", "The consumer process of 'dmabuf share' (started by it).") { Hidden = true };
+        command.Options.Add(socket);
+        command.Options.Add(frameSize);
+        command.Options.Add(pool);
+        command.SetAction(parse => (int)RunConsumer(parse.GetValue(socket)!, parse.GetValue(frameSize), parse.GetValue(pool), stdout, stderr));
+        return command;
+    }
+
+    private static ExitCode RunProducer(IAnsiConsole console, TextWriter stdout, TextWriter stderr, Settings settings, bool json)
+    {
+        (int width, int height) = s_resolutions[settings.Resolution];
+        long frameSize = (long)width * height * 3 / 2;
+        LinuxExporter exporter;
+        try
+        {
+            exporter = CreateExporter(settings);
+        }
+        catch (FeatureNotAvailableException e)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return ExitCode.FeatureMissing;
+        }
+
+        try
+        {
+            int fdsBefore = OpenFds();
+            Measurement m = Measure(exporter, settings, frameSize);
+            (exporter as IDisposable)?.Dispose();
+            int producerLeaked = OpenFds() - fdsBefore;
+            ShareReport report = Report(settings, exporter.Name, frameSize, m, producerLeaked);
+            if (json)
+            {
+                stdout.WriteLine(JsonSerializer.Serialize(report, ShareJsonContext.Default.ShareReport));
+            }
+            else
+            {
+                WriteTable(console, report, m.ConsumerProcessId);
+            }
+
+            if (report.FramesFailed > 0 || report.LeakedFds != 0 || report.FramesVerified != settings.Frames)
+            {
+                stderr.WriteLine(
+                    $"error: safety check failed: {report.FramesVerified} of {settings.Frames} frames verified, {report.FramesFailed} failed, " +
+                    $"{report.LeakedFds} descriptors leaked.");
+                return ExitCode.SafetyCheckFailed;
+            }
+
+            if (report.ConsumerMappingCache is { Hits: 0, Evictions: > 0 })
+            {
+                stderr.WriteLine("warning: the consumer's mapping cache never hit: it is smaller than the pool, so every frame was mapped afresh.");
+            }
+
+            return ExitCode.Ok;
+        }
+        catch (Exception e)
+        {
+            // A system call, the consumer or the channel failed: say what, never a stack trace.
+            (exporter as IDisposable)?.Dispose();
+            stderr.WriteLine($"error: {e.Message}");
+            return ExitCode.SafetyCheckFailed;
+        }
+    }
+
+    private static LinuxExporter CreateExporter(Settings s)
+    {
+        LinuxFeatures features = LinuxFeatures.Probe();
+        switch (s.Exporter)
+        {
+            case "dma-heap":
+                return new DmaHeapExporter(s.Heap, features: features);
+            case "udmabuf":
+                return new UdmabufExporter(features: features);
+            default:
+                features.RequireMemfd();
+                return new MemfdExporter();
+        }
+    }
+
+    private static Measurement Measure(LinuxExporter exporter, Settings s, long frameSize)
+    {
+        string name = $"dmabuf-share-{Environment.ProcessId}-{Guid.NewGuid():N}";
+        using BufferPool pool = BufferPool.Allocate(exporter, s.Pool, frameSize, "frame");
+        using BufferChannelListener listener = BufferChannelListener.Listen(name, new BufferChannelOptions { ReturnTo = pool });
+        using var copyListener = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        copyListener.Bind(new UnixDomainSocketEndPoint("\0" + name + "-copy"));
+        copyListener.Listen(1);
+
+        using Process consumer = StartConsumer(name, frameSize, s.Pool);
+        Task<string> output = consumer.StandardOutput.ReadToEndAsync();
+        Task<string> errors = consumer.StandardError.ReadToEndAsync();
+        var m = new Measurement { ConsumerProcessId = consumer.Id };
+        try
+        {
+            using BufferChannel channel = AcceptFrom(listener, consumer, errors);
+            if (channel.Peer.ProcessId != consumer.Id)
+            {
+                throw new InvalidOperationException($"Process {channel.Peer.ProcessId} connected instead of the consumer {consumer.Id}.");
+            }
+
+            if (!copyListener.Poll(s_patience, SelectMode.SelectRead))
+            {
+                throw new TimeoutException("The consumer did not open its copy connection.");
+            }
+
+            using Socket copy = copyListener.Accept();
+            m.IdleRoundTrip = MeasureRoundTrips(channel, pool, s.Frames, firstFrame: 0, rhythm: false);
+            m.RoundTrip = MeasureRoundTrips(channel, pool, s.Frames, firstFrame: 0, rhythm: true);
+            m.Handoff = MeasureHandoffs(channel, pool, s.Frames, firstFrame: 0, transient: false);
+            channel.ForgetAll(); // the consumer lets go of the cached imports, so every remap below starts from nothing
+            m.Remap = MeasureHandoffs(channel, pool, s.Frames, firstFrame: s.Frames, transient: true);
+            m.Copy = MeasureCopies(copy, pool, s.Frames, firstFrame: 2L * s.Frames);
+            m.DescriptorsSent = channel.Statistics.FdsSent;
+            copy.Shutdown(SocketShutdown.Both);
+        }
+        catch
+        {
+            if (!consumer.HasExited)
+            {
+                consumer.Kill();
+            }
+
+            throw;
+        }
+
+        if (!consumer.WaitForExit(s_patience))
+        {
+            consumer.Kill();
+            throw new TimeoutException("The consumer did not finish.");
+        }
+
+        consumer.WaitForExit();
+        string line = output.Result.Split('\n').LastOrDefault(l => l.StartsWith("RESULT ", StringComparison.Ordinal))
+            ?? throw new InvalidOperationException($"The consumer reported nothing (exit code {consumer.ExitCode}): {errors.Result.Trim()}");
+        m.Consumer = JsonSerializer.Deserialize(line["RESULT ".Length..], ConsumerJsonContext.Default.ConsumerResult)
+            ?? throw new InvalidOperationException("The consumer's report is empty.");
+        return m;
+    }
+
+    /// <summary>Waits for the consumer to connect, and gives up at once, with its error output, if it exits instead.</summary>
+    private static BufferChannel AcceptFrom(BufferChannelListener listener, Process consumer, Task<string> errors)
+    {
+        long deadline = Environment.TickCount64 + (long)s_patience.TotalMilliseconds;
+        while (true)
+        {
+            try
+            {
+                return listener.Accept(TimeSpan.FromMilliseconds(100));
+            }
+            catch (TimeoutException) when (Environment.TickCount64 < deadline)
+            {
+                if (consumer.HasExited)
+                {
+                    consumer.WaitForExit();
+                    throw new InvalidOperationException(
+                        $"The consumer process exited with code {consumer.ExitCode} before connecting: {errors.Result.Trim()}");
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The bare round trip: a 16-byte ping and the 16-byte pong, on the connection the frames use. In
+    /// <paramref name="rhythm"/> the producer first writes a frame, as it does before every handoff, so the round trip
+    /// meets the same cache and scheduling state; otherwise pings follow one another (the idle figure).
+    /// </summary>
+    private static double[] MeasureRoundTrips(BufferChannel channel, BufferPool pool, int count, long firstFrame, bool rhythm)
+    {
+        for (int i = 0; i < 50; i++)
+        {
+            channel.Ping(s_patience); // warm-up
+        }
+
+        double[] times = new double[count];
+        for (int k = 0; k < count; k++)
+        {
+            if (rhythm)
+            {
+#pragma warning disable CA2000 // borrowed from the pool, which owns and disposes it
+                DmaBufHandle frame = Rent(channel, pool);
+#pragma warning restore CA2000
+                Fill(frame, firstFrame + k);
+                pool.Return(frame.BufferId);
+            }
+
+            long t0 = Stopwatch.GetTimestamp();
+            channel.Ping(s_patience);
+            times[k] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
+        }
+
+        return times;
+    }
+
+    /// <summary>
+    /// Hands <paramref name="count"/> frames over: fill, wait until the consumer has released everything, then time the
+    /// send until the acknowledgement. Registered sends pass each descriptor once; transient ones every time.
+    /// </summary>
+    private static double[] MeasureHandoffs(BufferChannel channel, BufferPool pool, int count, long firstFrame, bool transient)
+    {
+        double[] times = new double[count];
+        for (int k = 0; k < count; k++)
+        {
+#pragma warning disable CA2000 // borrowed from the pool, which owns and disposes it
+            DmaBufHandle frame = Rent(channel, pool);
+#pragma warning restore CA2000
+            ulong checksum = Fill(frame, firstFrame + k);
+            while (channel.OutstandingDeliveries > 0)
+            {
+                Next(channel);
+            }
+
+            long t0 = Stopwatch.GetTimestamp();
+            long sequence = channel.SendBuffer(frame, checksum, transient);
+            while (Next(channel) is not BufferAcknowledged ack || ack.Sequence != sequence)
+            {
+            }
+
+            times[k] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
+        }
+
+        while (channel.OutstandingDeliveries > 0)
+        {
+            Next(channel);
+        }
+
+        return times;
+    }
+
+    /// <summary>The copy baseline: the frame's bytes through a Unix stream socket, timed until the consumer has them all.</summary>
+    private static double[] MeasureCopies(Socket copy, BufferPool pool, int count, long firstFrame)
+    {
+        double[] times = new double[count];
+        byte[] header = new byte[16];
+        byte[] reply = new byte[16];
+        for (int k = 0; k < count; k++)
+        {
+#pragma warning disable CA2000 // borrowed from the pool, which owns and disposes it
+            if (!pool.TryRent(out DmaBufHandle? frame))
+#pragma warning restore CA2000
+            {
+                throw new InvalidOperationException("The pool is empty after the consumer released every frame.");
+            }
+
+            ulong checksum = Fill(frame, firstFrame + k);
+            using (CpuMapping map = frame.MapCpu())
+            {
+                BinaryPrimitives.WriteInt64LittleEndian(header, map.Length);
+                BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(8), checksum);
+                long t0 = Stopwatch.GetTimestamp();
+                SendAll(copy, header);
+                SendAll(copy, map.Span);
+                ReceiveExactly(copy, reply); // the consumer has the whole frame
+                times[k] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
+                ReceiveExactly(copy, reply); // and has verified it
+            }
+
+            pool.Return(frame.BufferId);
+        }
+
+        return times;
+    }
+
+    private static DmaBufHandle Rent(BufferChannel channel, BufferPool pool)
+    {
+        DmaBufHandle? frame;
+        while (!pool.TryRent(out frame))
+        {
+            Next(channel); // releases return frames to the pool
+        }
+
+        return frame;
+    }
+
+    private static ChannelMessage Next(BufferChannel channel) =>
+        channel.Receive(s_patience) ?? throw new InvalidOperationException("The consumer ended the connection early.");
+
+    /// <summary>Writes frame <paramref name="number"/>'s content into the buffer in place and returns its checksum.</summary>
+    private static ulong Fill(DmaBufHandle frame, long number)
+    {
+        using CpuMapping map = frame.MapCpu();
+        frame.BeginCpuAccess(CpuAccess.Write);
+        ShareFramePattern.Fill(map.Span, number);
+        frame.EndCpuAccess(CpuAccess.Write);
+        return ShareFramePattern.Checksum(map.Span);
+    }
+
+    private static ExitCode RunConsumer(string socketName, long frameSize, int poolSize, TextWriter stdout, TextWriter stderr)
+    {
+        try
+        {
+            int fdsBefore = OpenFds();
+            long page = Environment.SystemPageSize;
+            var cache = new MmapCache(((frameSize + page - 1) / page * page) * (poolSize + 1));
+            var imports = new ImportCache(cache);
+            var tally = new Tally();
+            using (BufferChannel channel = BufferChannel.Connect(socketName, new BufferChannelOptions { ImportCache = imports }))
+            using (var copy = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
+            {
+                copy.Connect(new UnixDomainSocketEndPoint("\0" + socketName + "-copy"));
+                var copier = new Thread(() => ReceiveCopies(copy, frameSize, tally)) { IsBackground = true, Name = "copy baseline" };
+                copier.Start();
+                while (channel.Receive() is { } message)
+                {
+                    if (message is ReceivedBuffer received)
+                    {
+                        Consume(channel, received, tally);
+                    }
+                }
+
+                copier.Join();
+            }
+
+            MmapCacheStatistics s = cache.Statistics;
+            var result = new ConsumerResult(
+                tally.Verified, tally.RemapVerified, tally.CopyVerified, tally.Failed, OpenFds() - fdsBefore,
+                new ConsumerCacheReport(s.Hits, s.Misses, s.Evictions, s.MapCalls, s.UnmapCalls, s.LiveMappings));
+            stdout.WriteLine("RESULT " + JsonSerializer.Serialize(result, ConsumerJsonContext.Default.ConsumerResult));
+            return tally.Failed == 0 ? ExitCode.Ok : ExitCode.SafetyCheckFailed;
+        }
+        catch (Exception e)
+        {
+            stderr.WriteLine($"consumer: {e.Message}");
+            return ExitCode.SafetyCheckFailed;
+        }
+    }
+
+    /// <summary>Maps the frame (a cache hit after the first round of the pool), acknowledges, verifies, releases.</summary>
+    private static void Consume(BufferChannel channel, ReceivedBuffer received, Tally tally)
+    {
+        using (received)
+        {
+            using CpuMapping map = received.Handle.MapCpu();
+            channel.Acknowledge(received);
+            received.Handle.BeginCpuAccess(CpuAccess.Read);
+            bool ok = ShareFramePattern.Checksum(map.Span) == received.UserData;
+            received.Handle.EndCpuAccess(CpuAccess.Read);
+            tally.Count(ok, ref received.IsTransient ? ref tally.RemapVerified : ref tally.Verified);
+        }
+    }
+
+    private static void ReceiveCopies(Socket copy, long frameSize, Tally tally)
+    {
+        byte[] header = new byte[16];
+        byte[] frame = new byte[frameSize];
+        byte[] reply = new byte[16];
+        while (ReceiveExactly(copy, header, endOk: true))
+        {
+            long size = BinaryPrimitives.ReadInt64LittleEndian(header);
+            ulong checksum = BinaryPrimitives.ReadUInt64LittleEndian(header.AsSpan(8));
+            if (size != frameSize)
+            {
+                tally.Count(false, ref tally.CopyVerified);
+                return;
+            }
+
+            ReceiveExactly(copy, frame);
+            SendAll(copy, reply);
+            tally.Count(ShareFramePattern.Checksum(frame) == checksum, ref tally.CopyVerified);
+            SendAll(copy, reply);
+        }
+    }
+
+    private static Process StartConsumer(string socketName, long frameSize, int pool)
+    {
+        var info = new ProcessStartInfo { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        string? self = Environment.ProcessPath;
+        string selfName = Path.GetFileName(self) ?? ""; // not ...WithoutExtension: "DmaBuf.Cli.Tests" would become "DmaBuf.Cli"
+        if (self is not null && selfName is "dmabuf" or "DmaBuf.Cli")
+        {
+            info.FileName = self;
+        }
+        else
+        {
+            // Run as 'dotnet DmaBuf.Cli.dll' (or hosted by another program, e.g. the tests): start the same assembly.
+            info.FileName = selfName == "dotnet" ? self! : DotnetHost();
+            info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "DmaBuf.Cli.dll"));
+        }
+
+        foreach (string a in new[] { "share", "consumer", "--socket", socketName, "--frame-size", frameSize.ToString(CultureInfo.InvariantCulture), "--pool", pool.ToString(CultureInfo.InvariantCulture) })
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        return Process.Start(info) ?? throw new InvalidOperationException($"Could not start the consumer ({info.FileName}).");
+    }
+
+    /// <summary>The dotnet host that runs this runtime: …/dotnet next to shared/Microsoft.NETCore.App/&lt;version&gt;.</summary>
+    private static string DotnetHost()
+    {
+        string candidate = Path.GetFullPath(Path.Combine(RuntimeEnvironment.GetRuntimeDirectory(), "..", "..", "..", "dotnet"));
+        return File.Exists(candidate) ? candidate : "dotnet";
+    }
+
+    /// <summary>
+    /// Descriptors this command is responsible for: buffers (memfd, dma-buf) and sockets. The runtime's own files
+    /// (assemblies it maps, its W^X "doublemapper" memfd, its signal pipe and epoll) open lazily and stay; they are not
+    /// ours and a leak check must not count them.
+    /// </summary>
+    private static int OpenFds()
+    {
+        int n = 0;
+        foreach (string entry in Directory.GetFileSystemEntries("/proc/self/fd"))
+        {
+            string? target;
+            try
+            {
+                target = new FileInfo(entry).LinkTarget;
+            }
+            catch (IOException)
+            {
+                continue; // closed while we looked (the enumeration's own descriptor)
+            }
+
+            if (target is not null
+                && ((target.StartsWith("/memfd:", StringComparison.Ordinal) && !target.Contains("doublemapper", StringComparison.Ordinal))
+                    || target.StartsWith("/dmabuf:", StringComparison.Ordinal)
+                    || target.StartsWith("socket:", StringComparison.Ordinal)))
+            {
+                n++;
+            }
+        }
+
+        return n;
+    }
+
+    private static void SendAll(Socket socket, ReadOnlySpan<byte> data)
+    {
+        while (!data.IsEmpty)
+        {
+            data = data[socket.Send(data)..];
+        }
+    }
+
+    private static bool ReceiveExactly(Socket socket, Span<byte> data, bool endOk = false)
+    {
+        int done = 0;
+        while (done < data.Length)
+        {
+            int n = socket.Receive(data[done..]);
+            if (n == 0)
+            {
+                return done == 0 && endOk ? false : throw new IOException("The copy connection ended in the middle of a frame.");
+            }
+
+            done += n;
+        }
+
+        return true;
+    }
+
+    private static ShareReport Report(Settings s, string exporter, long frameSize, Measurement m, int producerLeaked)
+    {
+        double handoff = Percentile(m.Handoff, 0.50);
+        double roundTrip = Percentile(m.RoundTrip, 0.50);
+        double copy = Percentile(m.Copy, 0.50);
+        double remap = Percentile(m.Remap, 0.50);
+        ConsumerResult c = m.Consumer!;
+        return new ShareReport(
+            exporter, s.Resolution, frameSize, s.Frames, s.Pool,
+            Round(handoff), Round(Percentile(m.Handoff, 0.99)),
+            Round(roundTrip), Round(Percentile(m.RoundTrip, 0.99)), Round(Percentile(m.IdleRoundTrip, 0.50)),
+            Round(copy), Round(Percentile(m.Copy, 0.99)),
+            Round(remap), Round(Percentile(m.Remap, 0.99)),
+            Round(handoff / roundTrip), Round(copy / handoff), Round(remap / handoff),
+            c.Verified, c.RemapVerified, c.CopyVerified, c.Failed,
+            producerLeaked + c.LeakedFds, c.LeakedFds, producerLeaked,
+            m.DescriptorsSent, c.Cache);
+    }
+
+    private static void WriteTable(IAnsiConsole console, ShareReport r, int consumerPid)
+    {
+        CultureInfo c = CultureInfo.InvariantCulture;
+        var table = new Table().Border(TableBorder.Rounded).Title(
+            $"share: {r.Frames} frames of {r.Resolution} NV12 ({r.FrameBytes / 1e6:0.0} MB), pool {r.Pool}, {r.Exporter} buffers, consumer pid {consumerPid}");
+        table.AddColumn("way");
+        table.AddColumn(new TableColumn("p50").RightAligned());
+        table.AddColumn(new TableColumn("p99").RightAligned());
+        table.AddColumn(new TableColumn("p50 vs handoff").RightAligned());
+        table.AddRow("zero-copy handoff (fd once, then id; cached mmap)", Us(r.HandoffP50Us), Us(r.HandoffP99Us), "1x");
+        table.AddRow("bare socket round trip, 16 bytes", Us(r.SocketRoundTripP50Us), Us(r.SocketRoundTripP99Us),
+            $"handoff = {r.HandoffVsRoundTrip.ToString("0.00", c)}x it");
+        table.AddRow("  same, back to back (no frame work between)", Us(r.SocketRoundTripIdleP50Us), "", "");
+        table.AddRow("copy through a Unix stream socket", Us(r.CopyP50Us), Us(r.CopyP99Us), $"{r.CopyVsHandoff.ToString("0.0", c)}x slower");
+        table.AddRow("re-map every frame (fd + fresh mmap)", Us(r.RemapP50Us), Us(r.RemapP99Us), $"{r.RemapVsHandoff.ToString("0.0", c)}x slower");
+        console.Write(table);
+        bool verified = r.FramesVerified == r.Frames && r.FramesFailed == 0;
+        console.MarkupLine(
+            $"frames verified: {Verdict(verified, $"{r.FramesVerified}/{r.Frames}")} (re-map baseline {r.RemapFramesVerified}, copy baseline {r.CopyFramesVerified}); " +
+            $"leaked fds: {Verdict(r.LeakedFds == 0, r.LeakedFds.ToString(c))}; descriptors sent: {r.DescriptorsSent}");
+        ConsumerCacheReport k = r.ConsumerMappingCache;
+        console.MarkupLine($"consumer mmap cache: {k.Hits} hits, {k.Misses} misses, {k.Evictions} evictions, {k.MapCalls} mmaps, {k.UnmapCalls} munmaps");
+    }
+
+    private static string Us(double us) => us.ToString(us >= 100 ? "0" : "0.0", CultureInfo.InvariantCulture) + " µs";
+
+    private static string Verdict(bool ok, string text) => ok ? $"[green]{text}[/]" : $"[red]{text}[/]";
+
+    private static double Round(double value) => Math.Round(value, 2);
+
+    /// <summary>Nearest-rank percentile.</summary>
+    private static double Percentile(double[] values, double q)
+    {
+        double[] sorted = [.. values.Order()];
+        int rank = Math.Clamp((int)Math.Ceiling(q * sorted.Length) - 1, 0, sorted.Length - 1);
+        return sorted[rank];
+    }
+
+    private sealed record Settings(int Frames, int Pool, string Resolution, string Exporter, string Heap);
+
+    private sealed class Measurement
+    {
+        public int ConsumerProcessId { get; init; }
+
+        public double[] RoundTrip { get; set; } = [];
+
+        public double[] IdleRoundTrip { get; set; } = [];
+
+        public double[] Handoff { get; set; } = [];
+
+        public double[] Remap { get; set; } = [];
+
+        public double[] Copy { get; set; } = [];
+
+        public long DescriptorsSent { get; set; }
+
+        public ConsumerResult? Consumer { get; set; }
+    }
+
+    /// <summary>The consumer's counts; the copy baseline runs on its own thread.</summary>
+    private sealed class Tally
+    {
+        public int Verified;
+        public int RemapVerified;
+        public int CopyVerified;
+        public int Failed;
+
+        public void Count(bool ok, ref int verified)
+        {
+            if (ok)
+            {
+                Interlocked.Increment(ref verified);
+            }
+            else
+            {
+                Interlocked.Increment(ref Failed);
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+using System.IO.Compression;
+
+namespace DmaBuf.Linux;
+
+/// <summary>
+/// What this machine offers for real buffers: memfd, dma-buf heaps (<c>/dev/dma_heap/*</c>) and udmabuf
+/// (<c>/dev/udmabuf</c>). <see cref="Probe"/> looks; the <c>Require</c> methods turn an absence into a
+/// <see cref="FeatureNotAvailableException"/> that names the missing node and the kernel option that provides it.
+/// </summary>
+public sealed class LinuxFeatures
+{
+    private readonly Dictionary<string, string>? _kernelConfig;
+
+    private LinuxFeatures(string deviceRoot, bool hasMemfd, IReadOnlyList<string> heaps, bool hasUdmabuf, Dictionary<string, string>? config)
+    {
+        DeviceRoot = deviceRoot;
+        HasMemfd = hasMemfd;
+        DmaHeaps = heaps;
+        HasUdmabuf = hasUdmabuf;
+        _kernelConfig = config;
+    }
+
+    /// <summary>The directory device nodes were looked for in (<c>/dev</c> unless a test says otherwise).</summary>
+    public string DeviceRoot { get; }
+
+    /// <summary>Whether <c>memfd_create</c> works (CONFIG_MEMFD_CREATE).</summary>
+    public bool HasMemfd { get; }
+
+    /// <summary>Names of the dma-buf heaps present (entries of <c>/dev/dma_heap</c>), e.g. <c>system</c>.</summary>
+    public IReadOnlyList<string> DmaHeaps { get; }
+
+    /// <summary>Whether <c>/dev/udmabuf</c> exists.</summary>
+    public bool HasUdmabuf { get; }
+
+    /// <summary>The node of heap <paramref name="heapName"/>.</summary>
+    public string DmaHeapNode(string heapName) => Path.Combine(DeviceRoot, "dma_heap", heapName);
+
+    /// <summary>The udmabuf node.</summary>
+    public string UdmabufNode => Path.Combine(DeviceRoot, "udmabuf");
+
+    /// <summary>Looks at this machine.</summary>
+    /// <param name="deviceRoot">Where device nodes live; tests point it at an empty directory to see the absent case.</param>
+    public static LinuxFeatures Probe(string deviceRoot = "/dev")
+    {
+        ArgumentNullException.ThrowIfNull(deviceRoot);
+        bool memfd;
+        try
+        {
+            using SafeFdHandle fd = Interop.Libc.CreateMemfd("dmabuf-probe", 0);
+            memfd = true;
+        }
+        catch (LinuxErrorException)
+        {
+            memfd = false;
+        }
+
+        string heapDir = Path.Combine(deviceRoot, "dma_heap");
+        string[] heaps = Directory.Exists(heapDir)
+            ? [.. Directory.EnumerateFileSystemEntries(heapDir).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal)]
+            : [];
+        bool udmabuf = File.Exists(Path.Combine(deviceRoot, "udmabuf"));
+        return new LinuxFeatures(deviceRoot, memfd, heaps, udmabuf, ReadKernelConfig());
+    }
+
+    /// <summary>Whether heap <paramref name="heapName"/> exists.</summary>
+    public bool HasDmaHeap(string heapName) => DmaHeaps.Contains(heapName, StringComparer.Ordinal);
+
+    /// <summary>Throws unless memfd works.</summary>
+    /// <exception cref="FeatureNotAvailableException">memfd_create is not available.</exception>
+    public void RequireMemfd()
+    {
+        if (!HasMemfd)
+        {
+            throw new FeatureNotAvailableException(
+                "memfd_create is not available: the kernel is built without CONFIG_MEMFD_CREATE or the call is filtered (seccomp).");
+        }
+    }
+
+    /// <summary>Throws unless heap <paramref name="heapName"/> exists.</summary>
+    /// <exception cref="FeatureNotAvailableException">The heap's node is absent.</exception>
+    public void RequireDmaHeap(string heapName)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(heapName);
+        if (!HasDmaHeap(heapName))
+        {
+            string? option = heapName switch
+            {
+                "system" => "CONFIG_DMABUF_HEAPS_SYSTEM",
+                _ when heapName.Contains("cma", StringComparison.Ordinal) || heapName == "reserved" => "CONFIG_DMABUF_HEAPS_CMA",
+                _ => null,
+            };
+            string provider = option is null
+                ? $"a dma-buf heap driver that registers a heap named '{heapName}' (the heaps need CONFIG_DMABUF_HEAPS{ConfigNote("CONFIG_DMABUF_HEAPS")})"
+                : $"the kernel options CONFIG_DMABUF_HEAPS{ConfigNote("CONFIG_DMABUF_HEAPS")} and {option}{ConfigNote(option)}";
+            string present = DmaHeaps.Count == 0 ? "no heaps are present" : "present heaps: " + string.Join(", ", DmaHeaps);
+            throw new FeatureNotAvailableException($"dma-buf heap '{heapName}' ({present})", DmaHeapNode(heapName), provider);
+        }
+    }
+
+    /// <summary>Throws unless <c>/dev/udmabuf</c> exists.</summary>
+    /// <exception cref="FeatureNotAvailableException">The node is absent.</exception>
+    public void RequireUdmabuf()
+    {
+        if (!HasUdmabuf)
+        {
+            throw new FeatureNotAvailableException(
+                "udmabuf", UdmabufNode, $"the kernel option CONFIG_UDMABUF{ConfigNote("CONFIG_UDMABUF")} (module udmabuf)");
+        }
+    }
+
+    /// <inheritdoc/>
+    public override string ToString() =>
+        $"memfd: {(HasMemfd ? "yes" : "no")}; dma-buf heaps: {(DmaHeaps.Count == 0 ? "none" : string.Join(", ", DmaHeaps))}; " +
+        $"udmabuf: {(HasUdmabuf ? "yes" : "no")}";
+
+    private string ConfigNote(string option)
+    {
+        if (_kernelConfig is null)
+        {
+            return "";
+        }
+
+        return _kernelConfig.TryGetValue(option, out string? value) ? $" (this kernel: {option}={value})" : " (this kernel: not set)";
+    }
+
+    /// <summary>The running kernel's configuration from <c>/proc/config.gz</c>, when the kernel exposes it.</summary>
+    private static Dictionary<string, string>? ReadKernelConfig()
+    {
+        try
+        {
+            using var file = new FileStream("/proc/config.gz", FileMode.Open, FileAccess.Read);
+            using var gzip = new GZipStream(file, CompressionMode.Decompress);
+            using var reader = new StreamReader(gzip);
+            var config = new Dictionary<string, string>(StringComparer.Ordinal);
+            while (reader.ReadLine() is { } line)
+            {
+                int eq = line.IndexOf('=', StringComparison.Ordinal);
+                if (line.StartsWith("CONFIG_", StringComparison.Ordinal) && eq > 0)
+                {
+                    config[line[..eq]] = line[(eq + 1)..];
+                }
+            }
+
+            return config;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+        {
+            return null;
+        }
+    }
+}

@@ -1,0 +1,113 @@
+using System.Text.Json;
+using DmaBuf.Linux;
+
+namespace DmaBuf.Cli.Tests;
+
+/// <summary>
+/// <c>dmabuf share</c> end to end: a real consumer process, small runs. Figures are not asserted here (the command's
+/// measured comparison is where speed belongs); correctness, leaks, exit codes and messages are.
+/// </summary>
+public sealed class ShareCommandTests
+{
+    [Fact]
+    public void Share_Json_VerifiesEveryFrameInEveryWay_AndLeaksNothing()
+    {
+        (int code, string output, string errors) = Run("share", "--frames", "24", "--pool", "4", "--json");
+
+        Assert.True(code == 0, errors);
+        using JsonDocument doc = JsonDocument.Parse(output);
+        JsonElement r = doc.RootElement;
+        Assert.Equal(24, r.GetProperty("framesVerified").GetInt32());
+        Assert.Equal(24, r.GetProperty("remapFramesVerified").GetInt32());
+        Assert.Equal(24, r.GetProperty("copyFramesVerified").GetInt32());
+        Assert.Equal(0, r.GetProperty("framesFailed").GetInt32());
+        Assert.Equal(0, r.GetProperty("leakedFds").GetInt32());
+        Assert.Equal(4 + 24, r.GetProperty("descriptorsSent").GetInt64()); // once per pool frame, then every re-map
+        JsonElement cache = r.GetProperty("consumerMappingCache");
+        Assert.Equal(24 - 4, cache.GetProperty("hits").GetInt64()); // the zero-copy handoffs after the pool's first round
+        Assert.Equal(0, cache.GetProperty("liveMappingsAtEnd").GetInt32());
+        foreach (string field in new[] { "handoffP50Us", "handoffP99Us", "socketRoundTripP50Us", "copyP50Us", "remapP50Us" })
+        {
+            Assert.True(r.GetProperty(field).GetDouble() > 0, field);
+        }
+    }
+
+    [Fact]
+    public void Share_Table_ShowsEachWayAndTheVerdicts()
+    {
+        (int code, string output, string errors) = Run("share", "--frames", "8", "--pool", "2");
+
+        Assert.True(code == 0, errors);
+        Assert.Contains("zero-copy handoff", output, StringComparison.Ordinal);
+        Assert.Contains("bare socket round trip", output, StringComparison.Ordinal);
+        Assert.Contains("copy through a Unix stream socket", output, StringComparison.Ordinal);
+        Assert.Contains("re-map every frame", output, StringComparison.Ordinal);
+        Assert.Contains("frames verified: 8/8", output, StringComparison.Ordinal);
+        Assert.Contains("leaked fds: 0", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Share_UnknownResolution_IsBadUsageNamingTheChoices()
+    {
+        (int code, _, string errors) = Run("share", "--resolution", "8k");
+
+        Assert.Equal((int)ExitCode.Usage, code);
+        Assert.Contains("8k", errors, StringComparison.Ordinal);
+        Assert.Contains("1080p", errors, StringComparison.Ordinal);
+        Assert.Contains("4k", errors, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", errors, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--frames", "0")]
+    [InlineData("--pool", "0")]
+    [InlineData("--exporter", "ion")]
+    public void Share_BadValue_IsBadUsage(string option, string value)
+    {
+        (int code, _, string errors) = Run("share", option, value);
+
+        Assert.Equal((int)ExitCode.Usage, code);
+        Assert.StartsWith("error:", errors, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Share_DmaHeapAbsent_IsFeatureMissingNamingTheNode()
+    {
+        if (LinuxFeatures.Probe().HasDmaHeap("system"))
+        {
+            Assert.Equal(0, Run("share", "--exporter", "dma-heap", "--frames", "4", "--pool", "2", "--json").Code);
+            return;
+        }
+
+        (int code, _, string errors) = Run("share", "--exporter", "dma-heap");
+
+        Assert.Equal((int)ExitCode.FeatureMissing, code);
+        Assert.Contains("/dev/dma_heap/system", errors, StringComparison.Ordinal);
+        Assert.Contains("CONFIG_DMABUF_HEAPS", errors, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", errors, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Share_UdmabufAbsent_IsFeatureMissingNamingTheNode()
+    {
+        if (LinuxFeatures.Probe().HasUdmabuf)
+        {
+            Assert.Equal(0, Run("share", "--exporter", "udmabuf", "--frames", "4", "--pool", "2", "--json").Code);
+            return;
+        }
+
+        (int code, _, string errors) = Run("share", "--exporter", "udmabuf");
+
+        Assert.Equal((int)ExitCode.FeatureMissing, code);
+        Assert.Contains("/dev/udmabuf", errors, StringComparison.Ordinal);
+        Assert.Contains("CONFIG_UDMABUF", errors, StringComparison.Ordinal);
+    }
+
+    private static (int Code, string Output, string Errors) Run(params string[] args)
+    {
+        using var stdout = new StringWriter();
+        using var stderr = new StringWriter();
+        int code = DmaBufCommand.Run(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+}

@@ -1,0 +1,313 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using static Interop.Libc;
+
+namespace DmaBuf.Linux.Tests;
+
+/// <summary>
+/// Struct layouts and constants of the interop, checked against the machine's C headers: a tiny C program compiled with
+/// gcc prints sizeof/offsetof and the constants, and every value must equal ours (as Tmds.LibC does).
+/// </summary>
+public sealed class InteropLayoutTests
+{
+    // When the dma-buf, dma-heap or udmabuf uapi headers are absent, the program defines the same structs and ioctl
+    // numbers from their documented _IOW/_IOWR encodings and says so in a '#' line.
+    private const string Program = """
+        #define _GNU_SOURCE
+        #include <stdio.h>
+        #include <stddef.h>
+        #include <errno.h>
+        #include <fcntl.h>
+        #include <poll.h>
+        #include <sys/ioctl.h>
+        #include <sys/mman.h>
+        #include <sys/socket.h>
+        #include <sys/stat.h>
+        #include <sys/un.h>
+        #include <linux/types.h>
+        #include <linux/memfd.h>
+        #include <linux/magic.h>
+        #include <sys/vfs.h>
+        #if __has_include(<linux/dma-buf.h>)
+        #include <linux/dma-buf.h>
+        #define DMA_BUF_SOURCE "kernel header linux/dma-buf.h"
+        #else
+        struct dma_buf_sync { __u64 flags; };
+        #define DMA_BUF_SYNC_READ (1 << 0)
+        #define DMA_BUF_SYNC_WRITE (2 << 0)
+        #define DMA_BUF_SYNC_RW (DMA_BUF_SYNC_READ | DMA_BUF_SYNC_WRITE)
+        #define DMA_BUF_SYNC_START (0 << 2)
+        #define DMA_BUF_SYNC_END (1 << 2)
+        #define DMA_BUF_NAME_LEN 32
+        #define DMA_BUF_IOCTL_SYNC _IOW('b', 0, struct dma_buf_sync)
+        #define DMA_BUF_SET_NAME_B _IOW('b', 1, __u64)
+        #define DMA_BUF_SOURCE "documented encodings (linux/dma-buf.h absent)"
+        #endif
+        #if __has_include(<linux/dma-heap.h>)
+        #include <linux/dma-heap.h>
+        #define DMA_HEAP_SOURCE "kernel header linux/dma-heap.h"
+        #else
+        struct dma_heap_allocation_data { __u64 len; __u32 fd; __u32 fd_flags; __u64 heap_flags; };
+        #define DMA_HEAP_IOCTL_ALLOC _IOWR('H', 0x0, struct dma_heap_allocation_data)
+        #define DMA_HEAP_SOURCE "documented encodings (linux/dma-heap.h absent)"
+        #endif
+        #if __has_include(<linux/udmabuf.h>)
+        #include <linux/udmabuf.h>
+        #define UDMABUF_SOURCE "kernel header linux/udmabuf.h"
+        #else
+        struct udmabuf_create { __u32 memfd; __u32 flags; __u64 offset; __u64 size; };
+        #define UDMABUF_FLAGS_CLOEXEC 0x01
+        #define UDMABUF_CREATE _IOW('u', 0x42, struct udmabuf_create)
+        #define UDMABUF_SOURCE "documented encodings (linux/udmabuf.h absent)"
+        #endif
+        #define P(n) printf("%s %lld\n", #n, (long long)(n));
+        #define SZ(t) printf("sizeof(%s) %zu\n", #t, sizeof(struct t));
+        #define OFF(t, f) printf("offsetof(%s.%s) %zu\n", #t, #f, offsetof(struct t, f));
+        int main(void) {
+            printf("# dma-buf: %s\n# dma-heap: %s\n# udmabuf: %s\n", DMA_BUF_SOURCE, DMA_HEAP_SOURCE, UDMABUF_SOURCE);
+            SZ(msghdr) OFF(msghdr, msg_name) OFF(msghdr, msg_namelen) OFF(msghdr, msg_iov) OFF(msghdr, msg_iovlen)
+            OFF(msghdr, msg_control) OFF(msghdr, msg_controllen) OFF(msghdr, msg_flags)
+            SZ(cmsghdr) OFF(cmsghdr, cmsg_len) OFF(cmsghdr, cmsg_level) OFF(cmsghdr, cmsg_type)
+            P(CMSG_LEN(0)) P(CMSG_SPACE(sizeof(int))) P(CMSG_SPACE(4 * sizeof(int)))
+            SZ(iovec) OFF(iovec, iov_base) OFF(iovec, iov_len)
+            SZ(ucred) OFF(ucred, pid) OFF(ucred, uid) OFF(ucred, gid)
+            SZ(sockaddr_un) OFF(sockaddr_un, sun_family) OFF(sockaddr_un, sun_path)
+            SZ(pollfd) OFF(pollfd, fd) OFF(pollfd, events) OFF(pollfd, revents)
+            SZ(stat) OFF(stat, st_dev) OFF(stat, st_ino) OFF(stat, st_mode) OFF(stat, st_size)
+            OFF(statfs, f_type) P(sizeof(((struct statfs *)0)->f_type)) P(TMPFS_MAGIC) P(HUGETLBFS_MAGIC) P(DMA_BUF_MAGIC)
+            SZ(dma_buf_sync) OFF(dma_buf_sync, flags)
+            SZ(dma_heap_allocation_data) OFF(dma_heap_allocation_data, len) OFF(dma_heap_allocation_data, fd)
+            OFF(dma_heap_allocation_data, fd_flags) OFF(dma_heap_allocation_data, heap_flags)
+            SZ(udmabuf_create) OFF(udmabuf_create, memfd) OFF(udmabuf_create, flags) OFF(udmabuf_create, offset)
+            OFF(udmabuf_create, size)
+            P(MFD_CLOEXEC) P(MFD_ALLOW_SEALING)
+            P(F_ADD_SEALS) P(F_GET_SEALS) P(F_SEAL_SEAL) P(F_SEAL_SHRINK) P(F_SEAL_GROW) P(F_SEAL_WRITE)
+            P(F_GETFD) P(F_GETFL) P(F_DUPFD_CLOEXEC) P(FD_CLOEXEC) P(O_RDONLY) P(O_RDWR) P(O_CLOEXEC) P(O_ACCMODE)
+            P(AF_UNIX) P(SOCK_STREAM) P(SOCK_SEQPACKET) P(SOCK_CLOEXEC) P(SOL_SOCKET) P(SO_PEERCRED) P(SCM_RIGHTS)
+            P(MSG_CTRUNC) P(MSG_TRUNC) P(MSG_DONTWAIT) P(MSG_NOSIGNAL) P(MSG_CMSG_CLOEXEC) P(SHUT_RDWR)
+            P(PROT_READ) P(PROT_WRITE) P(MAP_SHARED) P(MAP_POPULATE)
+            P(S_IFMT) P(S_IFREG) P(S_IFIFO) P(S_IFSOCK) P(POLLIN) P(POLLERR) P(POLLHUP)
+            P(DMA_BUF_IOCTL_SYNC) P(DMA_BUF_SET_NAME_B) P(DMA_BUF_SYNC_READ) P(DMA_BUF_SYNC_WRITE) P(DMA_BUF_SYNC_RW)
+            P(DMA_BUF_SYNC_START) P(DMA_BUF_SYNC_END) P(DMA_BUF_NAME_LEN)
+            P(DMA_HEAP_IOCTL_ALLOC) P(UDMABUF_CREATE) P(UDMABUF_FLAGS_CLOEXEC)
+            P(EPERM) P(ENOENT) P(EINTR) P(EIO) P(EBADF) P(EAGAIN) P(ENOMEM) P(EACCES) P(EFAULT) P(EBUSY) P(EEXIST)
+            P(ENODEV) P(EINVAL) P(ENFILE) P(EMFILE) P(ENOTTY) P(EFBIG) P(ENOSPC) P(EPIPE) P(ENOSYS) P(ENOTSOCK)
+            P(EMSGSIZE) P(EOPNOTSUPP) P(EADDRINUSE) P(ECONNRESET) P(ENOTCONN) P(ETIMEDOUT) P(ECONNREFUSED)
+            return 0;
+        }
+        """;
+
+    private readonly ITestOutputHelper _output;
+
+    public InteropLayoutTests(ITestOutputHelper output) => _output = output;
+
+    [Fact]
+    public void LayoutsAndConstants_MatchTheMachinesHeaders()
+    {
+        Dictionary<string, long> native = CompileAndRun();
+        Dictionary<string, long> ours = Ours();
+        var mismatches = new List<string>();
+        foreach ((string name, long value) in ours)
+        {
+            if (!native.TryGetValue(name, out long expected))
+            {
+                mismatches.Add($"{name}: not printed by the C program");
+            }
+            else if (expected != value)
+            {
+                mismatches.Add($"{name}: C says {expected}, we say {value}");
+            }
+        }
+
+        foreach (string name in native.Keys.Except(ours.Keys))
+        {
+            mismatches.Add($"{name}: printed by the C program but not checked on our side");
+        }
+
+        Assert.True(mismatches.Count == 0, "Interop differs from the headers:\n" + string.Join('\n', mismatches));
+    }
+
+    private static unsafe Dictionary<string, long> Ours()
+    {
+        StatLayout stat = StatLayout.Current;
+        var d = new Dictionary<string, long>
+        {
+            ["CMSG_LEN(0)"] = CMSG_LEN(0),
+            ["CMSG_SPACE(sizeof(int))"] = CMSG_SPACE(sizeof(int)),
+            ["CMSG_SPACE(4 * sizeof(int))"] = CMSG_SPACE(4 * sizeof(int)),
+            ["sizeof(stat)"] = stat.SizeOf,
+            ["offsetof(stat.st_dev)"] = stat.st_dev,
+            ["offsetof(stat.st_ino)"] = stat.st_ino,
+            ["offsetof(stat.st_mode)"] = stat.st_mode,
+            ["offsetof(stat.st_size)"] = stat.st_size,
+            ["offsetof(statfs.f_type)"] = StatfsTypeOffset,
+            ["sizeof(((struct statfs *)0)->f_type)"] = sizeof(long),
+            ["TMPFS_MAGIC"] = TMPFS_MAGIC,
+            ["HUGETLBFS_MAGIC"] = HUGETLBFS_MAGIC,
+            ["DMA_BUF_MAGIC"] = DMA_BUF_MAGIC,
+            ["MFD_CLOEXEC"] = MFD_CLOEXEC,
+            ["MFD_ALLOW_SEALING"] = MFD_ALLOW_SEALING,
+            ["F_ADD_SEALS"] = F_ADD_SEALS,
+            ["F_GET_SEALS"] = F_GET_SEALS,
+            ["F_SEAL_SEAL"] = F_SEAL_SEAL,
+            ["F_SEAL_SHRINK"] = F_SEAL_SHRINK,
+            ["F_SEAL_GROW"] = F_SEAL_GROW,
+            ["F_SEAL_WRITE"] = F_SEAL_WRITE,
+            ["F_GETFD"] = F_GETFD,
+            ["F_GETFL"] = F_GETFL,
+            ["F_DUPFD_CLOEXEC"] = F_DUPFD_CLOEXEC,
+            ["FD_CLOEXEC"] = FD_CLOEXEC,
+            ["O_RDONLY"] = O_RDONLY,
+            ["O_RDWR"] = O_RDWR,
+            ["O_CLOEXEC"] = O_CLOEXEC,
+            ["O_ACCMODE"] = O_ACCMODE,
+            ["AF_UNIX"] = AF_UNIX,
+            ["SOCK_STREAM"] = SOCK_STREAM,
+            ["SOCK_SEQPACKET"] = SOCK_SEQPACKET,
+            ["SOCK_CLOEXEC"] = SOCK_CLOEXEC,
+            ["SOL_SOCKET"] = SOL_SOCKET,
+            ["SO_PEERCRED"] = SO_PEERCRED,
+            ["SCM_RIGHTS"] = SCM_RIGHTS,
+            ["MSG_CTRUNC"] = MSG_CTRUNC,
+            ["MSG_TRUNC"] = MSG_TRUNC,
+            ["MSG_DONTWAIT"] = MSG_DONTWAIT,
+            ["MSG_NOSIGNAL"] = MSG_NOSIGNAL,
+            ["MSG_CMSG_CLOEXEC"] = MSG_CMSG_CLOEXEC,
+            ["SHUT_RDWR"] = SHUT_RDWR,
+            ["PROT_READ"] = PROT_READ,
+            ["PROT_WRITE"] = PROT_WRITE,
+            ["MAP_SHARED"] = MAP_SHARED,
+            ["MAP_POPULATE"] = MAP_POPULATE,
+            ["S_IFMT"] = S_IFMT,
+            ["S_IFREG"] = S_IFREG,
+            ["S_IFIFO"] = S_IFIFO,
+            ["S_IFSOCK"] = S_IFSOCK,
+            ["POLLIN"] = POLLIN,
+            ["POLLERR"] = POLLERR,
+            ["POLLHUP"] = POLLHUP,
+            ["DMA_BUF_IOCTL_SYNC"] = DMA_BUF_IOCTL_SYNC,
+            ["DMA_BUF_SET_NAME_B"] = DMA_BUF_SET_NAME_B,
+            ["DMA_BUF_SYNC_READ"] = (long)DMA_BUF_SYNC_READ,
+            ["DMA_BUF_SYNC_WRITE"] = (long)DMA_BUF_SYNC_WRITE,
+            ["DMA_BUF_SYNC_RW"] = (long)DMA_BUF_SYNC_RW,
+            ["DMA_BUF_SYNC_START"] = (long)DMA_BUF_SYNC_START,
+            ["DMA_BUF_SYNC_END"] = (long)DMA_BUF_SYNC_END,
+            ["DMA_BUF_NAME_LEN"] = DMA_BUF_NAME_LEN,
+            ["DMA_HEAP_IOCTL_ALLOC"] = DMA_HEAP_IOCTL_ALLOC,
+            ["UDMABUF_CREATE"] = UDMABUF_CREATE,
+            ["UDMABUF_FLAGS_CLOEXEC"] = UDMABUF_FLAGS_CLOEXEC,
+            ["EPERM"] = EPERM,
+            ["ENOENT"] = ENOENT,
+            ["EINTR"] = EINTR,
+            ["EIO"] = EIO,
+            ["EBADF"] = EBADF,
+            ["EAGAIN"] = EAGAIN,
+            ["ENOMEM"] = ENOMEM,
+            ["EACCES"] = EACCES,
+            ["EFAULT"] = EFAULT,
+            ["EBUSY"] = EBUSY,
+            ["EEXIST"] = EEXIST,
+            ["ENODEV"] = ENODEV,
+            ["EINVAL"] = EINVAL,
+            ["ENFILE"] = ENFILE,
+            ["EMFILE"] = EMFILE,
+            ["ENOTTY"] = ENOTTY,
+            ["EFBIG"] = EFBIG,
+            ["ENOSPC"] = ENOSPC,
+            ["EPIPE"] = EPIPE,
+            ["ENOSYS"] = ENOSYS,
+            ["ENOTSOCK"] = ENOTSOCK,
+            ["EMSGSIZE"] = EMSGSIZE,
+            ["EOPNOTSUPP"] = EOPNOTSUPP,
+            ["EADDRINUSE"] = EADDRINUSE,
+            ["ECONNRESET"] = ECONNRESET,
+            ["ENOTCONN"] = ENOTCONN,
+            ["ETIMEDOUT"] = ETIMEDOUT,
+            ["ECONNREFUSED"] = ECONNREFUSED,
+        };
+        AddStruct<msghdr>(d, "msghdr");
+        AddStruct<cmsghdr>(d, "cmsghdr");
+        AddStruct<iovec>(d, "iovec");
+        AddStruct<ucred>(d, "ucred");
+        AddStruct<sockaddr_un>(d, "sockaddr_un");
+        AddStruct<pollfd>(d, "pollfd");
+        AddStruct<dma_buf_sync>(d, "dma_buf_sync");
+        AddStruct<dma_heap_allocation_data>(d, "dma_heap_allocation_data");
+        AddStruct<udmabuf_create>(d, "udmabuf_create");
+        return d;
+    }
+
+    /// <summary>sizeof and the offset of every field, named as C names them.</summary>
+    private static void AddStruct<T>(Dictionary<string, long> d, string name)
+        where T : unmanaged
+    {
+        d[$"sizeof({name})"] = Unsafe.SizeOf<T>();
+        foreach (System.Reflection.FieldInfo f in typeof(T).GetFields(System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.Public))
+        {
+            d[$"offsetof({name}.{f.Name})"] = Marshal.OffsetOf<T>(f.Name);
+        }
+    }
+
+    private Dictionary<string, long> CompileAndRun()
+    {
+        string dir = Directory.CreateTempSubdirectory("dmabuf-layout-").FullName;
+        try
+        {
+            string source = Path.Combine(dir, "layout.c");
+            string exe = Path.Combine(dir, "layout");
+            File.WriteAllText(source, Program);
+            (int rc, string output) = Run("gcc", "-Wall", "-o", exe, source);
+            Assert.True(rc == 0, "gcc could not compile the layout program:\n" + output);
+            (rc, output) = Run(exe);
+            Assert.Equal(0, rc);
+            var values = new Dictionary<string, long>();
+            foreach (string line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries))
+            {
+                if (line.StartsWith('#'))
+                {
+                    _output.WriteLine(line); // where the dma-buf values came from
+                    continue;
+                }
+
+                int space = line.LastIndexOf(' ');
+                values[line[..space]] = long.Parse(line[(space + 1)..], CultureInfo.InvariantCulture);
+            }
+
+            return values;
+        }
+        finally
+        {
+            Directory.Delete(dir, recursive: true);
+        }
+    }
+
+    private static (int ExitCode, string Output) Run(string file, params string[] args)
+    {
+        var info = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string a in args)
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        Process process;
+        try
+        {
+            process = Process.Start(info)!;
+        }
+        catch (System.ComponentModel.Win32Exception e) when (file == "gcc")
+        {
+            Assert.Fail($"gcc is needed to check the interop layouts against the C headers and was not found ({e.Message}). Install it: apt-get install gcc.");
+            throw;
+        }
+
+        using (process)
+        {
+            Task<string> err = process.StandardError.ReadToEndAsync();
+            string output = process.StandardOutput.ReadToEnd();
+            process.WaitForExit();
+            return (process.ExitCode, output + err.Result);
+        }
+    }
+}

@@ -1,0 +1,182 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+
+namespace DmaBuf.Linux.Tests;
+
+/// <summary>What this process holds, counted from /proc: the leak checks compare these before and after.</summary>
+internal static class ProcessResources
+{
+    public static int OpenFds() => Directory.GetFileSystemEntries("/proc/self/fd").Length;
+
+    /// <summary>
+    /// Mappings of memfd and dma-buf files in this process (lines of /proc/self/maps), less the runtime's own W^X
+    /// "doublemapper" memfd, whose mappings come and go with the JIT.
+    /// </summary>
+    public static int BufferMappings() =>
+        File.ReadLines("/proc/self/maps").Count(l =>
+            (l.Contains("/memfd:", StringComparison.Ordinal) && !l.Contains("doublemapper", StringComparison.Ordinal))
+            || l.Contains("/dmabuf:", StringComparison.Ordinal));
+
+    public static bool IsOpen(int fd) => File.Exists($"/proc/self/fd/{fd}") || Directory.Exists($"/proc/self/fd/{fd}");
+
+    public static string UniqueSocketName(string what) => $"dmabuf-test-{Environment.ProcessId}-{what}-{Guid.NewGuid():N}";
+}
+
+/// <summary>Leak checks by counting what the process holds before and after a scenario.</summary>
+internal static class Leaks
+{
+    /// <summary>
+    /// Runs <paramref name="scenario"/> once to warm up (the runtime opens some files lazily, e.g. on its first
+    /// exception), then <paramref name="rounds"/> more times, and asserts that descriptors and buffer mappings are back
+    /// to where they were after the warm-up.
+    /// </summary>
+    public static void AssertNone(Action scenario, int rounds = 3)
+    {
+        scenario();
+        int fds = ProcessResources.OpenFds();
+        int mappings = ProcessResources.BufferMappings();
+        for (int i = 0; i < rounds; i++)
+        {
+            scenario();
+        }
+
+        Assert.True(fds == ProcessResources.OpenFds(), $"Descriptors leaked: {fds} open before, {ProcessResources.OpenFds()} after {rounds} rounds.");
+        Assert.True(mappings == ProcessResources.BufferMappings(), $"Mappings leaked: {mappings} before, {ProcessResources.BufferMappings()} after {rounds} rounds.");
+    }
+}
+
+/// <summary>The test peer (tests/DmaBuf.Linux.TestPeer) running as a real second process.</summary>
+internal sealed class PeerProcess : IDisposable
+{
+    private static readonly TimeSpan s_patience = TimeSpan.FromSeconds(30); // a hang guard, not a timing assertion
+    private readonly Process _process;
+    private readonly BlockingCollection<string> _lines = [];
+    private readonly ConcurrentQueue<string> _errors = new();
+
+    private PeerProcess(Process process)
+    {
+        _process = process;
+        _process.OutputDataReceived += (_, e) =>
+        {
+            if (e.Data is null)
+            {
+                _lines.CompleteAdding();
+            }
+            else
+            {
+                _lines.Add(e.Data);
+            }
+        };
+        _process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+            {
+                _errors.Enqueue(e.Data);
+            }
+        };
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+    }
+
+    public int Id => _process.Id;
+
+    public static PeerProcess Start(params string[] args)
+    {
+        string dir = AppContext.BaseDirectory;
+        string dll = Path.Combine(dir, "DmaBuf.Linux.TestPeer.dll");
+        var info = new ProcessStartInfo
+        {
+            FileName = DotnetMuxer(),
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        info.ArgumentList.Add(dll);
+        foreach (string a in args)
+        {
+            info.ArgumentList.Add(a);
+        }
+
+        return new PeerProcess(Process.Start(info)!);
+    }
+
+    /// <summary>Waits for the next line starting with <paramref name="prefix"/>; returns its words after the prefix.</summary>
+    public string[] Expect(string prefix)
+    {
+        while (true)
+        {
+            if (!_lines.TryTake(out string? line, s_patience))
+            {
+                throw new Xunit.Sdk.XunitException($"The peer said nothing for {s_patience} while we waited for '{prefix}'. stderr: {Errors}");
+            }
+
+            if (line.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                return line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1..];
+            }
+        }
+    }
+
+    public string Errors => string.Join('\n', _errors);
+
+    public int WaitForExit()
+    {
+        if (!_process.WaitForExit(s_patience))
+        {
+            throw new Xunit.Sdk.XunitException($"The peer did not exit. stderr: {Errors}");
+        }
+
+        _process.WaitForExit(); // drain the output
+        return _process.ExitCode;
+    }
+
+    public void Kill()
+    {
+        _process.Kill();
+        _process.WaitForExit();
+    }
+
+    public void Dispose()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill();
+            _process.WaitForExit();
+        }
+
+        _process.Dispose();
+        _lines.Dispose();
+    }
+
+    /// <summary>The dotnet host of the runtime running the tests (…/dotnet/shared/Microsoft.NETCore.App/x.y.z/../../../dotnet).</summary>
+    private static string DotnetMuxer()
+    {
+        string runtime = RuntimeEnvironment.GetRuntimeDirectory();
+        string candidate = Path.GetFullPath(Path.Combine(runtime, "..", "..", "..", "dotnet"));
+        return File.Exists(candidate) ? candidate : "dotnet";
+    }
+}
+
+/// <summary>A device in an address space the Linux exporters do not serve.</summary>
+internal sealed class ForeignDevice : IDmaDevice
+{
+    public string Name => "iommu-device";
+
+    public IDmaAddressSpace AddressSpace { get; } = new ForeignSpace();
+
+    public bool IsCoherent => false;
+
+    private sealed class ForeignSpace : IDmaAddressSpace
+    {
+        public long Id => 7;
+
+        public string Name => "smmu0";
+
+        public ScatterTable Map(ScatterTable physical, DmaDirection direction) => physical;
+
+        public void Unmap(ScatterTable mapped, DmaDirection direction)
+        {
+        }
+    }
+}
