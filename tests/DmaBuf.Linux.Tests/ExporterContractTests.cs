@@ -1,11 +1,24 @@
+using DmaBuf.Testing;
+
 namespace DmaBuf.Linux.Tests;
 
 /// <summary>
 /// What every Linux exporter must do, whatever backs its buffers. Subclassed once per exporter; the subclasses for
 /// exporters whose device node is absent skip, with the probe's reason.
 /// </summary>
-public abstract class ExporterContractTests : IDisposable
+public abstract class ExporterContractTests : DmaBufExporterContract, IDisposable
 {
+    private readonly BufferRegistry _contractRegistry = new();
+    private readonly CpuDevice _contractDevice = new("cpu");
+    private LinuxExporter? _contractExporter;
+
+    protected override BufferRegistry ContractRegistry => _contractRegistry;
+
+    protected override IDmaDevice ContractDevice => _contractDevice;
+
+    protected override DmaBufHandle ContractAllocate(long size, string? name = null) =>
+        (_contractExporter ??= Create(registry: _contractRegistry)).Allocate(size, name);
+
     private const long Size = 3 * 4096 + 100; // not a whole number of pages
 
     private readonly List<LinuxExporter> _exporters = [];

@@ -1,7 +1,9 @@
+using DmaBuf.Testing;
+
 namespace DmaBuf.Simulation.Tests;
 
 /// <summary>The exporter contract, run against every simulated heap.</summary>
-public abstract class HeapContractTests
+public abstract class HeapContractTests : DmaBufExporterContract
 {
     protected HeapContractTests()
     {
@@ -11,6 +13,12 @@ public abstract class HeapContractTests
     protected Soc Soc { get; }
 
     protected abstract SimHeap Heap { get; }
+
+    protected override BufferRegistry ContractRegistry => Soc.Registry;
+
+    protected override IDmaDevice ContractDevice => Soc.Gpu;
+
+    protected override DmaBufHandle ContractAllocate(long size, string? name = null) => Heap.Allocate(size, name);
 
     [Fact]
     public void Allocate_RoundsUpToPages_AndCoversTheSize()
@@ -161,6 +169,11 @@ public sealed class SystemHeapContractTests : HeapContractTests
         ulong[] lengths = [.. physical.Segments.ToArray().Select(s => s.Length >> PhysicalMemory.PageShift)];
         Assert.Equal([256UL, 256UL, .. Enumerable.Repeat(16UL, 15), .. Enumerable.Repeat(1UL, 8)], lengths);
     }
+}
+
+public sealed class DeviceLocalHeapContractTests : HeapContractTests
+{
+    protected override SimHeap Heap => Soc.DeviceLocalHeap;
 }
 
 public sealed class ContiguousHeapContractTests : HeapContractTests
