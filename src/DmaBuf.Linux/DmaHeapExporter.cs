@@ -43,20 +43,7 @@ public sealed class DmaHeapExporter : LinuxExporter, IDisposable
         };
         Interop.Libc.Ioctl(_heap, Interop.Libc.DMA_HEAP_IOCTL_ALLOC, &data, "ioctl(DMA_HEAP_IOCTL_ALLOC)");
         var fd = new SafeFdHandle((int)data.fd);
-        if (name is not null)
-        {
-            try
-            {
-                LinuxDmaBuf.SetKernelName(fd, name);
-            }
-            catch
-            {
-                fd.Dispose();
-                throw;
-            }
-        }
-
-        return Export(fd, LinuxBufferKind.DmaBuf, size, name);
+        return ExportDmaBuf(fd, size, name);
     }
 
     /// <summary>Closes the heap node. Buffers already allocated stay valid.</summary>

@@ -73,6 +73,28 @@ public abstract class LinuxExporter : IDmaBufExporter
         }
     }
 
+    /// <summary>
+    /// Wraps a real dma-buf <paramref name="fd"/>, naming it in the kernel first (<c>DMA_BUF_SET_NAME</c>, so the name
+    /// shows in fdinfo). Takes ownership of the descriptor as <see cref="Export"/> does.
+    /// </summary>
+    private protected DmaBufHandle ExportDmaBuf(SafeFdHandle fd, long size, string? name)
+    {
+        if (name is not null)
+        {
+            try
+            {
+                LinuxDmaBuf.SetKernelName(fd, name);
+            }
+            catch
+            {
+                fd.Dispose();
+                throw;
+            }
+        }
+
+        return Export(fd, LinuxBufferKind.DmaBuf, size, name);
+    }
+
     /// <summary>Called after a buffer of this exporter was exported. Must not throw.</summary>
     private protected virtual void OnExported(DmaBuffer buffer, LinuxBuffer linux)
     {

@@ -60,20 +60,7 @@ public sealed class UdmabufExporter : LinuxExporter, IDisposable
             }
         }
 
-        if (name is not null)
-        {
-            try
-            {
-                LinuxDmaBuf.SetKernelName(fd, name);
-            }
-            catch
-            {
-                fd.Dispose();
-                throw;
-            }
-        }
-
-        return Export(fd, LinuxBufferKind.DmaBuf, size, name);
+        return ExportDmaBuf(fd, size, name);
     }
 
     /// <summary>Closes the device node. Buffers already allocated stay valid.</summary>
