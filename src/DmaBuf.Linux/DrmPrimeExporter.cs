@@ -32,6 +32,7 @@ public sealed class DrmPrimeExporter : LinuxExporter, IDisposable
         features ??= LinuxFeatures.Probe();
         CardNode = features.RequireDrmDriver(driverName);
         DriverName = driverName;
+        Name = "drm-prime:" + driverName;
         _card = Interop.Libc.OpenReadWrite(CardNode);
     }
 
@@ -42,7 +43,7 @@ public sealed class DrmPrimeExporter : LinuxExporter, IDisposable
     public string CardNode { get; }
 
     /// <inheritdoc/>
-    public override string Name => "drm-prime:" + DriverName;
+    public override string Name { get; }
 
     /// <inheritdoc/>
     public override DmaBufHandle Allocate(long size, string? name = null)
@@ -90,7 +91,8 @@ public sealed class DrmPrimeExporter : LinuxExporter, IDisposable
     }
 
     /// <summary>The GEM handle <paramref name="buffer"/> has on this exporter's card.</summary>
-    /// <exception cref="ArgumentException">The buffer was not allocated by this exporter, or is released.</exception>
+    /// <exception cref="ArgumentException">The buffer was not allocated by this exporter.</exception>
+    /// <exception cref="ObjectDisposedException">The handle was disposed.</exception>
     public uint GemHandleOf(DmaBufHandle buffer)
     {
         ArgumentNullException.ThrowIfNull(buffer);

@@ -71,10 +71,18 @@ public sealed class DrmPrimeExporterTests : IDisposable
             uint gem = Exporter.GemHandleOf(handle);
             handle.Dispose();
 
-            Assert.Throws<ArgumentException>(() => Exporter.GemHandleOf(handle));
             LinuxErrorException e = Assert.Throws<LinuxErrorException>(() => Interop.Libc.DrmGemClose(CardOf(Exporter), gem));
             Assert.Equal(Interop.Libc.EINVAL, e.Errno);
         });
+    }
+
+    [Fact]
+    public void GemHandleOf_AnotherExportersBuffer_IsRefused()
+    {
+        var memfd = new MemfdExporter(new MmapCache(), new BufferRegistry());
+        using DmaBufHandle other = memfd.Allocate(4096);
+
+        Assert.Throws<ArgumentException>(() => Exporter.GemHandleOf(other));
     }
 
     [Fact]
