@@ -3,16 +3,19 @@ using System.IO.Compression;
 namespace DmaBuf.Linux;
 
 /// <summary>
-/// What this machine offers for real buffers: memfd, dma-buf heaps (<c>/dev/dma_heap/*</c>) and udmabuf
-/// (<c>/dev/udmabuf</c>). <see cref="Probe"/> looks; the <c>Require</c> methods turn an absence into a
+/// What this machine offers for real buffers: memfd, dma-buf heaps (<c>/dev/dma_heap/*</c>), udmabuf
+/// (<c>/dev/udmabuf</c>) and DRM cards that export through PRIME (<c>/dev/dri/card*</c>, by driver name). <see cref="Probe"/> looks; the <c>Require</c> methods turn an absence into a
 /// <see cref="FeatureNotAvailableException"/> that names the missing node and the kernel option that provides it.
 /// </summary>
 public sealed class LinuxFeatures
 {
     private readonly Dictionary<string, string>? _kernelConfig;
 
-    private LinuxFeatures(string deviceRoot, bool hasMemfd, IReadOnlyList<string> heaps, bool hasUdmabuf, Dictionary<string, string>? config)
+    private LinuxFeatures(
+        string deviceRoot, bool hasMemfd, IReadOnlyList<string> heaps, bool hasUdmabuf, IReadOnlyList<KeyValuePair<string, string>> drmCards,
+        Dictionary<string, string>? config)
     {
+        DrmCards = drmCards;
         DeviceRoot = deviceRoot;
         HasMemfd = hasMemfd;
         DmaHeaps = heaps;
@@ -31,6 +34,12 @@ public sealed class LinuxFeatures
 
     /// <summary>Whether <c>/dev/udmabuf</c> exists.</summary>
     public bool HasUdmabuf { get; }
+
+    /// <summary>
+    /// The DRM card nodes that answered <c>DRM_IOCTL_VERSION</c>, in node order: each node's path and its driver's name
+    /// (e.g. <c>/dev/dri/card0</c> and <c>vgem</c>). Nodes this process cannot open are left out.
+    /// </summary>
+    public IReadOnlyList<KeyValuePair<string, string>> DrmCards { get; }
 
     /// <summary>The node of heap <paramref name="heapName"/>.</summary>
     public string DmaHeapNode(string heapName) => Path.Combine(DeviceRoot, "dma_heap", heapName);
@@ -59,11 +68,18 @@ public sealed class LinuxFeatures
             ? [.. Directory.EnumerateFileSystemEntries(heapDir).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal)]
             : [];
         bool udmabuf = File.Exists(Path.Combine(deviceRoot, "udmabuf"));
-        return new LinuxFeatures(deviceRoot, memfd, heaps, udmabuf, ReadKernelConfig());
+        return new LinuxFeatures(deviceRoot, memfd, heaps, udmabuf, ProbeDrmCards(Path.Combine(deviceRoot, "dri")), ReadKernelConfig());
     }
 
     /// <summary>Whether heap <paramref name="heapName"/> exists.</summary>
     public bool HasDmaHeap(string heapName) => DmaHeaps.Contains(heapName, StringComparer.Ordinal);
+
+    /// <summary>Whether a DRM card driven by <paramref name="driverName"/> exists.</summary>
+    public bool HasDrmDriver(string driverName) => DrmCardNode(driverName) is not null;
+
+    /// <summary>The first card node driven by <paramref name="driverName"/>, or null.</summary>
+    public string? DrmCardNode(string driverName) =>
+        DrmCards.FirstOrDefault(c => string.Equals(c.Value, driverName, StringComparison.Ordinal)).Key;
 
     /// <summary>Throws unless memfd works.</summary>
     /// <exception cref="FeatureNotAvailableException">memfd_create is not available.</exception>
@@ -108,10 +124,56 @@ public sealed class LinuxFeatures
         }
     }
 
+    /// <summary>Throws unless a DRM card driven by <paramref name="driverName"/> exists; returns its node.</summary>
+    /// <exception cref="FeatureNotAvailableException">No card answers with that driver name.</exception>
+    public string RequireDrmDriver(string driverName)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(driverName);
+        string? node = DrmCardNode(driverName);
+        if (node is not null)
+        {
+            return node;
+        }
+
+        string provider = driverName == "vgem"
+            ? $"the vgem module (modprobe vgem; the kernel option CONFIG_DRM_VGEM{ConfigNote("CONFIG_DRM_VGEM")})"
+            : $"a DRM driver named '{driverName}' (the DRM core needs CONFIG_DRM{ConfigNote("CONFIG_DRM")})";
+        string present = DrmCards.Count == 0
+            ? "no DRM cards are present"
+            : "present cards: " + string.Join(", ", DrmCards.Select(c => $"{c.Key} ({c.Value})"));
+        throw new FeatureNotAvailableException($"DRM driver '{driverName}' ({present})", Path.Combine(DeviceRoot, "dri", "card*"), provider);
+    }
+
     /// <inheritdoc/>
     public override string ToString() =>
         $"memfd: {(HasMemfd ? "yes" : "no")}; dma-buf heaps: {(DmaHeaps.Count == 0 ? "none" : string.Join(", ", DmaHeaps))}; " +
-        $"udmabuf: {(HasUdmabuf ? "yes" : "no")}";
+        $"udmabuf: {(HasUdmabuf ? "yes" : "no")}; DRM cards: " +
+        (DrmCards.Count == 0 ? "none" : string.Join(", ", DrmCards.Select(c => $"{Path.GetFileName(c.Key)} ({c.Value})")));
+
+    /// <summary>Asks every <c>card*</c> node under <paramref name="driDir"/> for its driver's name.</summary>
+    private static List<KeyValuePair<string, string>> ProbeDrmCards(string driDir)
+    {
+        var cards = new List<KeyValuePair<string, string>>();
+        if (!Directory.Exists(driDir))
+        {
+            return cards;
+        }
+
+        foreach (string node in Directory.EnumerateFileSystemEntries(driDir, "card*").Order(StringComparer.Ordinal))
+        {
+            try
+            {
+                using SafeFdHandle card = Interop.Libc.OpenReadWrite(node);
+                cards.Add(new(node, Interop.Libc.DrmDriverName(card)));
+            }
+            catch (LinuxErrorException)
+            {
+                // not openable by this process, or not a DRM node (ENOTTY): not a card we can use
+            }
+        }
+
+        return cards;
+    }
 
     private string ConfigNote(string option)
     {

@@ -320,3 +320,23 @@ public sealed class UdmabufExporterContractTests : ExporterContractTests
         return new UdmabufExporter(cache, registry, features);
     }
 }
+
+public sealed class DrmPrimeExporterContractTests : ExporterContractTests
+{
+    private protected override LinuxBufferKind ExpectedKind => LinuxBufferKind.DmaBuf;
+
+    private protected override LinuxExporter CreateExporter(MmapCache cache, BufferRegistry registry)
+    {
+        LinuxFeatures features = LinuxFeatures.Probe();
+        try
+        {
+            features.RequireDrmDriver("vgem");
+        }
+        catch (FeatureNotAvailableException e)
+        {
+            Assert.Skip(e.Message); // the kernel lacks the feature: the only reason these tests skip
+        }
+
+        return new DrmPrimeExporter("vgem", cache, registry, features);
+    }
+}

@@ -62,11 +62,32 @@ public sealed class InteropLayoutTests
         #define UDMABUF_CREATE _IOW('u', 0x42, struct udmabuf_create)
         #define UDMABUF_SOURCE "documented encodings (linux/udmabuf.h absent)"
         #endif
+        #if __has_include(<drm/drm.h>) && __has_include(<drm/drm_mode.h>)
+        #include <drm/drm.h>
+        #include <drm/drm_mode.h>
+        #define DRM_SOURCE "kernel headers drm/drm.h, drm/drm_mode.h"
+        #else
+        struct drm_version { int version_major; int version_minor; int version_patchlevel; __kernel_size_t name_len;
+            char *name; __kernel_size_t date_len; char *date; __kernel_size_t desc_len; char *desc; };
+        struct drm_gem_close { __u32 handle; __u32 pad; };
+        struct drm_prime_handle { __u32 handle; __u32 flags; __s32 fd; };
+        struct drm_mode_create_dumb { __u32 height; __u32 width; __u32 bpp; __u32 flags; __u32 handle; __u32 pitch;
+            __u64 size; };
+        #define DRM_CLOEXEC O_CLOEXEC
+        #define DRM_RDWR O_RDWR
+        #define DRM_IOCTL_VERSION _IOWR('d', 0x00, struct drm_version)
+        #define DRM_IOCTL_GEM_CLOSE _IOW('d', 0x09, struct drm_gem_close)
+        #define DRM_IOCTL_PRIME_HANDLE_TO_FD _IOWR('d', 0x2d, struct drm_prime_handle)
+        #define DRM_IOCTL_PRIME_FD_TO_HANDLE _IOWR('d', 0x2e, struct drm_prime_handle)
+        #define DRM_IOCTL_MODE_CREATE_DUMB _IOWR('d', 0xB2, struct drm_mode_create_dumb)
+        #define DRM_SOURCE "documented encodings (drm/drm.h absent)"
+        #endif
         #define P(n) printf("%s %lld\n", #n, (long long)(n));
         #define SZ(t) printf("sizeof(%s) %zu\n", #t, sizeof(struct t));
         #define OFF(t, f) printf("offsetof(%s.%s) %zu\n", #t, #f, offsetof(struct t, f));
         int main(void) {
-            printf("# dma-buf: %s\n# dma-heap: %s\n# udmabuf: %s\n", DMA_BUF_SOURCE, DMA_HEAP_SOURCE, UDMABUF_SOURCE);
+            printf("# dma-buf: %s\n# dma-heap: %s\n# udmabuf: %s\n# drm: %s\n", DMA_BUF_SOURCE, DMA_HEAP_SOURCE, UDMABUF_SOURCE,
+                DRM_SOURCE);
             SZ(msghdr) OFF(msghdr, msg_name) OFF(msghdr, msg_namelen) OFF(msghdr, msg_iov) OFF(msghdr, msg_iovlen)
             OFF(msghdr, msg_control) OFF(msghdr, msg_controllen) OFF(msghdr, msg_flags)
             SZ(cmsghdr) OFF(cmsghdr, cmsg_len) OFF(cmsghdr, cmsg_level) OFF(cmsghdr, cmsg_type)
@@ -82,6 +103,16 @@ public sealed class InteropLayoutTests
             OFF(dma_heap_allocation_data, fd_flags) OFF(dma_heap_allocation_data, heap_flags)
             SZ(udmabuf_create) OFF(udmabuf_create, memfd) OFF(udmabuf_create, flags) OFF(udmabuf_create, offset)
             OFF(udmabuf_create, size)
+            SZ(drm_version) OFF(drm_version, version_major) OFF(drm_version, version_minor)
+            OFF(drm_version, version_patchlevel) OFF(drm_version, name_len) OFF(drm_version, name)
+            OFF(drm_version, date_len) OFF(drm_version, date) OFF(drm_version, desc_len) OFF(drm_version, desc)
+            SZ(drm_gem_close) OFF(drm_gem_close, handle) OFF(drm_gem_close, pad)
+            SZ(drm_prime_handle) OFF(drm_prime_handle, handle) OFF(drm_prime_handle, flags) OFF(drm_prime_handle, fd)
+            SZ(drm_mode_create_dumb) OFF(drm_mode_create_dumb, height) OFF(drm_mode_create_dumb, width)
+            OFF(drm_mode_create_dumb, bpp) OFF(drm_mode_create_dumb, flags) OFF(drm_mode_create_dumb, handle)
+            OFF(drm_mode_create_dumb, pitch) OFF(drm_mode_create_dumb, size)
+            P(DRM_CLOEXEC) P(DRM_RDWR) P(DRM_IOCTL_VERSION) P(DRM_IOCTL_GEM_CLOSE) P(DRM_IOCTL_PRIME_HANDLE_TO_FD)
+            P(DRM_IOCTL_PRIME_FD_TO_HANDLE) P(DRM_IOCTL_MODE_CREATE_DUMB)
             P(MFD_CLOEXEC) P(MFD_ALLOW_SEALING)
             P(F_ADD_SEALS) P(F_GET_SEALS) P(F_SEAL_SEAL) P(F_SEAL_SHRINK) P(F_SEAL_GROW) P(F_SEAL_WRITE)
             P(F_GETFD) P(F_GETFL) P(F_DUPFD_CLOEXEC) P(FD_CLOEXEC) P(O_RDONLY) P(O_RDWR) P(O_CLOEXEC) P(O_ACCMODE)
@@ -198,6 +229,13 @@ public sealed class InteropLayoutTests
             ["DMA_HEAP_IOCTL_ALLOC"] = DMA_HEAP_IOCTL_ALLOC,
             ["UDMABUF_CREATE"] = UDMABUF_CREATE,
             ["UDMABUF_FLAGS_CLOEXEC"] = UDMABUF_FLAGS_CLOEXEC,
+            ["DRM_CLOEXEC"] = DRM_CLOEXEC,
+            ["DRM_RDWR"] = DRM_RDWR,
+            ["DRM_IOCTL_VERSION"] = DRM_IOCTL_VERSION,
+            ["DRM_IOCTL_GEM_CLOSE"] = DRM_IOCTL_GEM_CLOSE,
+            ["DRM_IOCTL_PRIME_HANDLE_TO_FD"] = DRM_IOCTL_PRIME_HANDLE_TO_FD,
+            ["DRM_IOCTL_PRIME_FD_TO_HANDLE"] = DRM_IOCTL_PRIME_FD_TO_HANDLE,
+            ["DRM_IOCTL_MODE_CREATE_DUMB"] = DRM_IOCTL_MODE_CREATE_DUMB,
             ["EPERM"] = EPERM,
             ["ENOENT"] = ENOENT,
             ["EINTR"] = EINTR,
@@ -236,6 +274,10 @@ public sealed class InteropLayoutTests
         AddStruct<dma_buf_sync>(d, "dma_buf_sync");
         AddStruct<dma_heap_allocation_data>(d, "dma_heap_allocation_data");
         AddStruct<udmabuf_create>(d, "udmabuf_create");
+        AddStruct<drm_version>(d, "drm_version");
+        AddStruct<drm_gem_close>(d, "drm_gem_close");
+        AddStruct<drm_prime_handle>(d, "drm_prime_handle");
+        AddStruct<drm_mode_create_dumb>(d, "drm_mode_create_dumb");
         return d;
     }
 

@@ -61,5 +61,22 @@ public sealed class LinuxFeaturesTests : IDisposable
 
         Assert.Throws<FeatureNotAvailableException>(() => new DmaHeapExporter("system", features: features).Dispose());
         Assert.Throws<FeatureNotAvailableException>(() => new UdmabufExporter(features: features).Dispose());
+        Assert.Throws<FeatureNotAvailableException>(() => new DrmPrimeExporter(features: features).Dispose());
+    }
+
+    [Fact]
+    public void RequireDrmDriver_Absent_NamesTheNodesAndTheVgemModule()
+    {
+        Directory.CreateDirectory(Path.Combine(_fakeDev.FullName, "dri"));
+        File.WriteAllText(Path.Combine(_fakeDev.FullName, "dri", "card0"), ""); // not a DRM node: left out
+
+        LinuxFeatures features = LinuxFeatures.Probe(_fakeDev.FullName);
+
+        Assert.Empty(features.DrmCards);
+        Assert.False(features.HasDrmDriver("vgem"));
+        FeatureNotAvailableException e = Assert.Throws<FeatureNotAvailableException>(() => features.RequireDrmDriver("vgem"));
+        Assert.Equal(Path.Combine(_fakeDev.FullName, "dri", "card*"), e.DeviceNode);
+        Assert.Contains("vgem", e.ProvidedBy, StringComparison.Ordinal);
+        Assert.Contains("CONFIG_DRM_VGEM", e.Message, StringComparison.Ordinal);
     }
 }

@@ -1,22 +1,27 @@
 #!/usr/bin/env bash
 # Checks of `dmabuf ls` against a real kernel's dma-bufs, run inside the guest (see run-in-guest.sh):
 #
-#   guest-checks.sh --cli PATH/DmaBuf.Cli.dll --fixture PATH/vgem-export
+#   guest-checks.sh --cli PATH/DmaBuf.Cli.dll --fixture PATH/vgem-export [--tests PATH/DmaBuf.Linux.Tests.dll]
 #
-# The fixture exports a vgem buffer, names it and holds it while `dmabuf ls` runs. Ends with one line
-# 'kernel-tests: N passed, N failed'; exits 1 when a check failed.
+# The fixture exports a vgem buffer, names it and holds it while `dmabuf ls` runs. With --tests, the Linux test
+# assembly's DRM PRIME tests run too, against vgem; each of its tests counts as one check (a skip counts as a failure:
+# vgem is loaded, so nothing should skip). Ends with one line 'kernel-tests: N passed, N failed'; exits 1 when a check
+# failed.
 set -uo pipefail
 
 cli=""
 fixture=""
+tests=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --cli) cli=$2; shift 2 ;;
     --fixture) fixture=$2; shift 2 ;;
-    *) echo "usage: guest-checks.sh --cli DmaBuf.Cli.dll --fixture vgem-export" >&2; exit 2 ;;
+    --tests) tests=$2; shift 2 ;;
+    *) echo "usage: guest-checks.sh --cli DmaBuf.Cli.dll --fixture vgem-export [--tests DmaBuf.Linux.Tests.dll]" >&2; exit 2 ;;
   esac
 done
 [ -f "$cli" ] && [ -x "$fixture" ] || { echo "error: --cli and --fixture must name an existing dll and executable" >&2; exit 2; }
+[ -z "$tests" ] || [ -f "$tests" ] || { echo "error: --tests must name an existing dll" >&2; exit 2; }
 command -v jq >/dev/null || { echo "error: jq is needed (package jq)" >&2; exit 3; }
 
 readonly NAME=dmabuf-ls-check
@@ -83,6 +88,29 @@ check "'dmabuf ls' prints the buffer's name and holder in its table" \
 dmabuf ls --json > "$work/after.json" 2>&1
 check "after the holder exits the buffer is no longer listed" \
   jqtrue --arg n "$NAME" "$buffer | length == 0" "$work/after.json"
+
+# 5. The library's own DRM PRIME exporter against vgem: the exporter contract and the self-import guarantee.
+if [ -n "$tests" ]; then
+  t0=$(date +%s)
+  dotnet "$tests" -class '*.DrmPrimeExporterContractTests' -class '*.DrmPrimeExporterTests' -noColor \
+    > "$work/tests.out" 2>&1
+  trc=$?
+  summary=$(grep -E 'Total: [0-9]+' "$work/tests.out" | tail -1)
+  num() { sed -n "s/.*$1: \([0-9]*\).*/\1/p" <<<"$summary"; }
+  total=$(num Total); terr=$(num Errors); tfail=$(num Failed); tskip=$(num Skipped)
+  echo "  test assembly (rc=$trc, $(( $(date +%s) - t0 )) s):$summary"
+  grep -E '\[(FAIL|SKIP)\]' -A 6 "$work/tests.out" | sed 's/^/  /' | head -60
+  if [ -z "$total" ] || [ "$total" -eq 0 ]; then
+    check "the DRM PRIME tests of the Linux test assembly ran (rc=$trc)" false
+    tail -20 "$work/tests.out" | sed 's/^/  /'
+  else
+    bad=$(( tfail + terr + tskip ))
+    passed=$(( passed + total - bad ))
+    failed=$(( failed + bad ))
+    if [ "$bad" -eq 0 ]; then mark="ok  "; else mark="FAIL"; fi
+    echo "$mark - DRM PRIME tests: $(( total - bad )) of $total passed ($tfail failed, $terr errors, $tskip skipped)"
+  fi
+fi
 
 rm -rf "$work"
 echo "kernel-tests: $passed passed, $failed failed"

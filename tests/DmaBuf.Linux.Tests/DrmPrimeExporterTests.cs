@@ -1,0 +1,98 @@
+namespace DmaBuf.Linux.Tests;
+
+/// <summary>
+/// What DRM PRIME promises beyond the exporter contract: one GEM handle per buffer on a card, whatever descriptor it is
+/// imported through (the guarantee IGT's prime_self_import checks). Skips when no vgem card exists.
+/// </summary>
+public sealed class DrmPrimeExporterTests : IDisposable
+{
+    private DrmPrimeExporter? _created;
+
+    /// <summary>The exporter under test; skips the test when the machine has no vgem card.</summary>
+    private DrmPrimeExporter Exporter
+    {
+        get
+        {
+            if (_created is null)
+            {
+                LinuxFeatures features = LinuxFeatures.Probe();
+                try
+                {
+                    features.RequireDrmDriver("vgem");
+                }
+                catch (FeatureNotAvailableException e)
+                {
+                    Assert.Skip(e.Message);
+                }
+
+                _created = new DrmPrimeExporter("vgem", new MmapCache(), new BufferRegistry(), features);
+            }
+
+            return _created;
+        }
+    }
+
+    public void Dispose() => _created?.Dispose();
+
+    [Fact]
+    public void ImportHandle_OfItsOwnBuffer_IsTheHandleItWasCreatedWith()
+    {
+        using DmaBufHandle handle = Exporter.Allocate(64 * 1024, "self-import");
+        uint gem = Exporter.GemHandleOf(handle);
+        SafeFdHandle fd = handle.Buffer.GetLinuxBuffer().Fd;
+        using SafeFdHandle duplicate = Interop.Libc.Duplicate(fd);
+
+        Assert.NotEqual(0u, gem);
+        Assert.Equal(gem, Exporter.ImportHandle(fd));
+        Assert.Equal(gem, Exporter.ImportHandle(duplicate)); // another descriptor of the same buffer
+        Assert.Equal(gem, Exporter.ImportHandle(fd)); // and again: no new handle per import
+    }
+
+    [Fact]
+    public void ImportHandle_OfTwoBuffers_GivesTwoHandles()
+    {
+        using DmaBufHandle a = Exporter.Allocate(4096);
+        using DmaBufHandle b = Exporter.Allocate(4096);
+
+        uint ha = Exporter.ImportHandle(a.Buffer.GetLinuxBuffer().Fd);
+        uint hb = Exporter.ImportHandle(b.Buffer.GetLinuxBuffer().Fd);
+
+        Assert.NotEqual(ha, hb);
+        Assert.Equal(Exporter.GemHandleOf(a), ha);
+        Assert.Equal(Exporter.GemHandleOf(b), hb);
+    }
+
+    [Fact]
+    public void Release_ClosesTheGemHandle_AndNothingLeaks()
+    {
+        Leaks.AssertNone(() =>
+        {
+            DmaBufHandle handle = Exporter.Allocate(8192);
+            uint gem = Exporter.GemHandleOf(handle);
+            handle.Dispose();
+
+            LinuxErrorException e = Assert.Throws<LinuxErrorException>(() => Interop.Libc.DrmGemClose(CardOf(Exporter), gem));
+            Assert.Equal(Interop.Libc.EINVAL, e.Errno);
+        });
+    }
+
+    [Fact]
+    public void GemHandleOf_AnotherExportersBuffer_IsRefused()
+    {
+        var memfd = new MemfdExporter(new MmapCache(), new BufferRegistry());
+        using DmaBufHandle other = memfd.Allocate(4096);
+
+        Assert.Throws<ArgumentException>(() => Exporter.GemHandleOf(other));
+    }
+
+    [Fact]
+    public void Allocate_NamesTheBufferInTheKernel()
+    {
+        using DmaBufHandle handle = Exporter.Allocate(4096, "prime-name");
+
+        Assert.Equal("/dmabuf:prime-name", Interop.Libc.FdLinkTarget(handle.Buffer.GetLinuxBuffer().Fd));
+    }
+
+    private static SafeFdHandle CardOf(DrmPrimeExporter exporter) =>
+        (SafeFdHandle)typeof(DrmPrimeExporter).GetField("_card", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic)!.GetValue(exporter)!;
+}
