@@ -254,8 +254,6 @@ public sealed class DmaBuffer
         AssertInvariantsLocked();
     }
 
-    internal int AttachmentCountLocked => _attachments.Count;
-
     private int CountedAttachmentsLocked()
     {
         int n = 0;

@@ -266,6 +266,22 @@ public abstract class ExporterContractTests : DmaBufExporterContract, IDisposabl
         GC.SuppressFinalize(this);
     }
 
+    /// <summary>Probes the machine; skips the test, with the probe's reason, when it lacks the exporter's kernel feature.</summary>
+    private protected static LinuxFeatures ProbeOrSkip(Action<LinuxFeatures> require)
+    {
+        LinuxFeatures features = LinuxFeatures.Probe();
+        try
+        {
+            require(features);
+        }
+        catch (FeatureNotAvailableException e)
+        {
+            Assert.Skip(e.Message); // the kernel lacks the feature: the only reason these tests skip
+        }
+
+        return features;
+    }
+
     private LinuxExporter Create(MmapCache? cache = null, BufferRegistry? registry = null)
     {
         LinuxExporter exporter = CreateExporter(cache ?? new MmapCache(), registry ?? new BufferRegistry());
@@ -287,15 +303,7 @@ public sealed class DmaHeapExporterContractTests : ExporterContractTests
 
     private protected override LinuxExporter CreateExporter(MmapCache cache, BufferRegistry registry)
     {
-        LinuxFeatures features = LinuxFeatures.Probe();
-        try
-        {
-            features.RequireDmaHeap("system");
-        }
-        catch (FeatureNotAvailableException e)
-        {
-            Assert.Skip(e.Message); // the kernel lacks the feature: the only reason these tests skip
-        }
+        LinuxFeatures features = ProbeOrSkip(f => f.RequireDmaHeap("system"));
 
         return new DmaHeapExporter("system", cache, registry, features);
     }
@@ -307,15 +315,7 @@ public sealed class UdmabufExporterContractTests : ExporterContractTests
 
     private protected override LinuxExporter CreateExporter(MmapCache cache, BufferRegistry registry)
     {
-        LinuxFeatures features = LinuxFeatures.Probe();
-        try
-        {
-            features.RequireUdmabuf();
-        }
-        catch (FeatureNotAvailableException e)
-        {
-            Assert.Skip(e.Message); // the kernel lacks the feature: the only reason these tests skip
-        }
+        LinuxFeatures features = ProbeOrSkip(f => f.RequireUdmabuf());
 
         return new UdmabufExporter(cache, registry, features);
     }
@@ -327,15 +327,7 @@ public sealed class DrmPrimeExporterContractTests : ExporterContractTests
 
     private protected override LinuxExporter CreateExporter(MmapCache cache, BufferRegistry registry)
     {
-        LinuxFeatures features = LinuxFeatures.Probe();
-        try
-        {
-            features.RequireDrmDriver("vgem");
-        }
-        catch (FeatureNotAvailableException e)
-        {
-            Assert.Skip(e.Message); // the kernel lacks the feature: the only reason these tests skip
-        }
+        LinuxFeatures features = ProbeOrSkip(f => f.RequireDrmDriver("vgem"));
 
         return new DrmPrimeExporter("vgem", cache, registry, features);
     }
