@@ -1,36 +1,18 @@
+using DmaBuf.Testing;
+
 namespace DmaBuf.Linux.Tests;
 
 /// <summary>
 /// What DRM PRIME promises beyond the exporter contract: one GEM handle per buffer on a card, whatever descriptor it is
 /// imported through (the guarantee IGT's prime_self_import checks). Skips when no vgem card exists.
 /// </summary>
+[Trait(KernelRequirement.Trait, "vgem")]
 public sealed class DrmPrimeExporterTests : IDisposable
 {
     private DrmPrimeExporter? _created;
 
     /// <summary>The exporter under test; skips the test when the machine has no vgem card.</summary>
-    private DrmPrimeExporter Exporter
-    {
-        get
-        {
-            if (_created is null)
-            {
-                LinuxFeatures features = LinuxFeatures.Probe();
-                try
-                {
-                    features.RequireDrmDriver("vgem");
-                }
-                catch (FeatureNotAvailableException e)
-                {
-                    Assert.Skip(e.Message);
-                }
-
-                _created = new DrmPrimeExporter("vgem", new MmapCache(), new BufferRegistry(), features);
-            }
-
-            return _created;
-        }
-    }
+    private DrmPrimeExporter Exporter => _created ??= KernelRequirement.Vgem();
 
     public void Dispose() => _created?.Dispose();
 
