@@ -1,15 +1,17 @@
 // The peer side of the cross-process tests. It prints one line per event on stdout for the test to read:
 //   READY                         connected
-//   RECV <id> <seq> <dev> <ino> <fd 0|1> <object id> <checksum>   received, mapped and acknowledged a buffer
+//   RECV <id> <seq> <dev> <ino> <fd 0|1> <object id> <checksum> <kind>
+//                                 received, mapped and acknowledged a buffer (kind: Memfd or DmaBuf)
 //   SENT <dev> <ino> <object id>  (send mode) the buffer it sends, once
 //   RELEASED <id> <seq>           (send mode) the test released a delivery
 //   END                           the connection ended cleanly
 // Modes:
 //   receive <socket> [--hold]                 receive buffers; release each (or hold them all with --hold) until goodbye
-//   send <socket> <count> <size> [--connections N] [--no-goodbye]
-//                                             send one memfd buffer <count> times on each of N connections (the first
-//                                             send with its descriptor), waiting for each release; with --no-goodbye
-//                                             exit at the end without closing (as if it died)
+//   send <socket> <count> <size> [--connections N] [--no-goodbye] [--exporter memfd|vgem]
+//                                             send one buffer (a memfd, or a vgem dma-buf named peer-frame) <count>
+//                                             times on each of N connections (the first send with its descriptor),
+//                                             waiting for each release; with --no-goodbye exit at the end without
+//                                             closing (as if it died)
 using System.Globalization;
 using DmaBuf;
 using DmaBuf.Linux;
@@ -22,7 +24,8 @@ try
     return args[0] switch
     {
         "receive" => Receive(args[1], args.Contains("--hold")),
-        "send" => Send(args[1], int.Parse(args[2], c), long.Parse(args[3], c), Option(args, "--connections", 1), args.Contains("--no-goodbye")),
+        "send" => Send(args[1], int.Parse(args[2], c), long.Parse(args[3], c), Option(args, "--connections", 1), args.Contains("--no-goodbye"),
+            Text(args, "--exporter", "memfd")),
         _ => Usage(),
     };
 }
@@ -34,7 +37,7 @@ catch (Exception e)
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: receive <socket> [--hold] | send <socket> <count> <size> [--connections N] [--no-goodbye]");
+    Console.Error.WriteLine("usage: receive <socket> [--hold] | send <socket> <count> <size> [--connections N] [--no-goodbye] [--exporter memfd|vgem]");
     return 64;
 }
 
@@ -42,6 +45,12 @@ static int Option(string[] args, string name, int fallback)
 {
     int i = Array.IndexOf(args, name);
     return i >= 0 ? int.Parse(args[i + 1], CultureInfo.InvariantCulture) : fallback;
+}
+
+static string Text(string[] args, string name, string fallback)
+{
+    int i = Array.IndexOf(args, name);
+    return i >= 0 ? args[i + 1] : fallback;
 }
 
 static void Say(string line)
@@ -74,7 +83,7 @@ static int Receive(string socket, bool hold)
 
         channel.Acknowledge(received, sum);
         Say(string.Create(CultureInfo.InvariantCulture,
-            $"RECV {received.RemoteBufferId} {received.Sequence} {id.Device} {id.Inode} {(received.CarriedFd ? 1 : 0)} {received.Handle.BufferId} {sum}"));
+            $"RECV {received.RemoteBufferId} {received.Sequence} {id.Device} {id.Inode} {(received.CarriedFd ? 1 : 0)} {received.Handle.BufferId} {sum} {received.Handle.Buffer.GetLinuxBuffer().Kind}"));
         if (hold)
         {
             held.Add(received);
@@ -90,13 +99,22 @@ static int Receive(string socket, bool hold)
     return 0;
 }
 
-static int Send(string socket, int count, long size, int connections, bool noGoodbye)
+static int Send(string socket, int count, long size, int connections, bool noGoodbye, string exporterName)
 {
-    var exporter = new MemfdExporter(new MmapCache(256L << 20));
+    var cache = new MmapCache(256L << 20);
+    LinuxExporter exporter = exporterName switch
+    {
+        "memfd" => new MemfdExporter(cache),
+        "vgem" => new DrmPrimeExporter("vgem", cache),
+        _ => throw new ArgumentException($"unknown exporter '{exporterName}' (memfd or vgem)"),
+    };
+    using IDisposable? card = exporter as IDisposable; // the vgem exporter holds the card open
     using DmaBufHandle buffer = exporter.Allocate(size, "peer-frame");
     using (CpuMapping map = buffer.MapCpu())
     {
+        buffer.BeginCpuAccess(CpuAccess.Write);
         Pattern.Fill(map.Span, 42);
+        buffer.EndCpuAccess(CpuAccess.Write);
     }
 
     FileIdentity id = buffer.Buffer.GetLinuxBuffer().Identity;

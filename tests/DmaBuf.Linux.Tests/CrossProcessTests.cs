@@ -6,7 +6,7 @@ namespace DmaBuf.Linux.Tests;
 /// <summary>The other side is a real second process (tests/DmaBuf.Linux.TestPeer), connected over an abstract socket.</summary>
 public sealed class CrossProcessTests
 {
-    private const long Size = 256 * 1024;
+    internal const long Size = 256 * 1024;
     private static readonly TimeSpan s_patience = TimeSpan.FromSeconds(30); // hang guards only
 
     [Fact]
@@ -179,7 +179,7 @@ public sealed class CrossProcessTests
         Assert.Equal(mappingsBefore, ProcessResources.BufferMappings());
     }
 
-    private static ulong Fill(DmaBufHandle buffer, ulong seed)
+    internal static ulong Fill(DmaBufHandle buffer, ulong seed)
     {
         using CpuMapping map = buffer.MapCpu();
         buffer.BeginCpuAccess(CpuAccess.Write);
@@ -188,7 +188,7 @@ public sealed class CrossProcessTests
         return Pattern.Checksum(map.Span);
     }
 
-    private static byte[] ExpectedPeerContent()
+    internal static byte[] ExpectedPeerContent()
     {
         byte[] expected = new byte[Size];
         Pattern.Fill(expected, 42);

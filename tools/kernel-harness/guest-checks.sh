@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
 # Checks of `dmabuf ls` against a real kernel's dma-bufs, run inside the guest (see run-in-guest.sh):
 #
-#   guest-checks.sh --cli PATH/DmaBuf.Cli.dll --fixture PATH/vgem-export [--tests PATH/DmaBuf.Linux.Tests.dll]
+#   guest-checks.sh --cli PATH/DmaBuf.Cli.dll --fixture PATH/vgem-export [--tests PATH/Some.Tests.dll]...
 #
-# The fixture exports a vgem buffer, names it and holds it while `dmabuf ls` runs. With --tests, the Linux test
-# assembly's DRM PRIME tests run too, against vgem; each of its tests counts as one check (a skip counts as a failure:
-# vgem is loaded, so nothing should skip). Ends with one line 'kernel-tests: N passed, N failed'; exits 1 when a check
-# failed.
+# The fixture, a small C program, exports a vgem buffer, names it and holds it while `dmabuf ls` runs. Each --tests
+# assembly runs its tests with the trait Kernel=vgem or Kernel=vivid; each of them counts as one check (a skip counts as
+# a failure: the drivers are loaded, so nothing should skip). Ends with one line 'kernel-tests: N passed, N failed';
+# exits 1 when a check failed.
 set -uo pipefail
 
 cli=""
 fixture=""
-tests=""
+tests=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --cli) cli=$2; shift 2 ;;
     --fixture) fixture=$2; shift 2 ;;
-    --tests) tests=$2; shift 2 ;;
-    *) echo "usage: guest-checks.sh --cli DmaBuf.Cli.dll --fixture vgem-export [--tests DmaBuf.Linux.Tests.dll]" >&2; exit 2 ;;
+    --tests) tests+=("$2"); shift 2 ;;
+    *) echo "usage: guest-checks.sh --cli DmaBuf.Cli.dll --fixture vgem-export [--tests Some.Tests.dll]..." >&2; exit 2 ;;
   esac
 done
 [ -f "$cli" ] && [ -x "$fixture" ] || { echo "error: --cli and --fixture must name an existing dll and executable" >&2; exit 2; }
-[ -z "$tests" ] || [ -f "$tests" ] || { echo "error: --tests must name an existing dll" >&2; exit 2; }
+for dll in "${tests[@]}"; do
+  [ -f "$dll" ] || { echo "error: --tests must name an existing dll (got '$dll')" >&2; exit 2; }
+done
 command -v jq >/dev/null || { echo "error: jq is needed (package jq)" >&2; exit 3; }
 
 readonly NAME=dmabuf-ls-check
@@ -43,7 +45,7 @@ dmabuf() { dotnet "$cli" "$@"; }
 jqtrue() { jq -e "$@" >/dev/null 2>&1; } # jqtrue ARGS... FILE: the filter holds on the document
 
 echo "kernel: $(uname -r)"
-ls -l /dev/dri 2>&1 | sed 's/^/  /'
+ls -l /dev/dri /dev/video* 2>&1 | sed 's/^/  /'
 
 # 1. One holder: the fixture keeps the fd to itself (close-on-exec).
 "$fixture" "$NAME" "$SIZE" -- dotnet "$cli" ls --json > "$work/one.out" 2> "$work/one.err"
@@ -89,28 +91,33 @@ dmabuf ls --json > "$work/after.json" 2>&1
 check "after the holder exits the buffer is no longer listed" \
   jqtrue --arg n "$NAME" "$buffer | length == 0" "$work/after.json"
 
-# 5. The library's own DRM PRIME exporter against vgem: the exporter contract and the self-import guarantee.
-if [ -n "$tests" ]; then
+# 5. The library's own tests that need a real kernel (trait Kernel=vgem or Kernel=vivid): the DRM PRIME exporter
+#    contract and self-import, real dma-bufs between two processes over the channel, `dmabuf ls` of buffers we export,
+#    vivid capturing into our buffers and exporting its own. Each test counts as one check; a skip counts as a failure
+#    (the drivers are loaded, so nothing should skip).
+run_assembly() { # run_assembly DLL
+  local dll=$1 name t0 trc summary total terr tfail tskip bad mark
+  name=$(basename "$dll" .dll)
   t0=$(date +%s)
-  dotnet "$tests" -class '*.DrmPrimeExporterContractTests' -class '*.DrmPrimeExporterTests' -noColor \
-    > "$work/tests.out" 2>&1
+  dotnet "$dll" -trait "Kernel=vgem" -trait "Kernel=vivid" -noColor > "$work/$name.out" 2>&1
   trc=$?
-  summary=$(grep -E 'Total: [0-9]+' "$work/tests.out" | tail -1)
+  summary=$(grep -E 'Total: [0-9]+' "$work/$name.out" | tail -1)
   num() { sed -n "s/.*$1: \([0-9]*\).*/\1/p" <<<"$summary"; }
   total=$(num Total); terr=$(num Errors); tfail=$(num Failed); tskip=$(num Skipped)
-  echo "  test assembly (rc=$trc, $(( $(date +%s) - t0 )) s):$summary"
-  grep -E '\[(FAIL|SKIP)\]' -A 6 "$work/tests.out" | sed 's/^/  /' | head -60
+  echo "  $name (rc=$trc, $(( $(date +%s) - t0 )) s):$summary"
+  grep -E '\[(FAIL|SKIP)\]' -A 8 "$work/$name.out" | sed 's/^/  /' | head -80
   if [ -z "$total" ] || [ "$total" -eq 0 ]; then
-    check "the DRM PRIME tests of the Linux test assembly ran (rc=$trc)" false
-    tail -20 "$work/tests.out" | sed 's/^/  /'
-  else
-    bad=$(( tfail + terr + tskip ))
-    passed=$(( passed + total - bad ))
-    failed=$(( failed + bad ))
-    if [ "$bad" -eq 0 ]; then mark="ok  "; else mark="FAIL"; fi
-    echo "$mark - DRM PRIME tests: $(( total - bad )) of $total passed ($tfail failed, $terr errors, $tskip skipped)"
+    check "the kernel tests of $name ran (rc=$trc)" false
+    tail -20 "$work/$name.out" | sed 's/^/  /'
+    return
   fi
-fi
+  bad=$(( tfail + terr + tskip ))
+  passed=$(( passed + total - bad ))
+  failed=$(( failed + bad ))
+  if [ "$bad" -eq 0 ]; then mark="ok  "; else mark="FAIL"; fi
+  echo "$mark - $name kernel tests: $(( total - bad )) of $total passed ($tfail failed, $terr errors, $tskip skipped)"
+}
+for dll in "${tests[@]}"; do run_assembly "$dll"; done
 
 rm -rf "$work"
 echo "kernel-tests: $passed passed, $failed failed"

@@ -1,0 +1,101 @@
+using System.Globalization;
+using DmaBuf.Linux.TestPeer;
+using DmaBuf.Testing;
+
+namespace DmaBuf.Linux.Tests;
+
+/// <summary>
+/// Real dma-bufs (vgem, through DRM PRIME) between two real processes over the channel: the descriptor the peer gets
+/// names the same kernel buffer (same <c>(st_dev, st_ino)</c>), CPU access on both sides is bracketed with
+/// <c>DMA_BUF_IOCTL_SYNC</c>, and the name one process sets with <c>DMA_BUF_SET_NAME</c> is the name the other sees.
+/// </summary>
+[Trait(KernelRequirement.Trait, "vgem")]
+public sealed class DmaBufCrossProcessTests : IDisposable
+{
+    private static readonly TimeSpan s_patience = TimeSpan.FromSeconds(60); // hang guards only (the guest is slow)
+    private readonly DrmPrimeExporter _exporter = KernelRequirement.Vgem();
+
+    public void Dispose() => _exporter.Dispose();
+
+    [Fact]
+    public void SentDmaBuf_KeepsItsIdentityInThePeer_AndThePeerReadsOurBytesInPlace()
+    {
+        string socket = ProcessResources.UniqueSocketName("dma-buf-identity");
+        using BufferChannelListener listener = BufferChannelListener.Listen(socket);
+        using PeerProcess peer = PeerProcess.Start("receive", socket);
+        using DmaBufHandle buffer = _exporter.Allocate(CrossProcessTests.Size, "sent-frame");
+        using BufferChannel channel = listener.Accept(s_patience);
+        peer.Expect("READY");
+        FileIdentity ours = buffer.Buffer.GetLinuxBuffer().Identity;
+
+        ulong firstSum = CrossProcessTests.Fill(buffer, 7);
+        channel.SendBuffer(buffer);
+        string[] first = peer.Expect("RECV");
+        ulong secondSum = CrossProcessTests.Fill(buffer, 8); // the peer maps the same pages: it must see these bytes
+        channel.SendBuffer(buffer);
+        string[] second = peer.Expect("RECV");
+
+        Assert.Equal(LinuxBufferKind.DmaBuf, buffer.Buffer.GetLinuxBuffer().Kind);
+        Assert.Equal("DmaBuf", first[7]); // the peer imported it as a dma-buf, not as a memfd
+        Assert.Equal(ours.Device.ToString(CultureInfo.InvariantCulture), first[2]);
+        Assert.Equal(ours.Inode.ToString(CultureInfo.InvariantCulture), first[3]);
+        Assert.Equal(firstSum.ToString(CultureInfo.InvariantCulture), first[6]);
+        Assert.Equal(secondSum.ToString(CultureInfo.InvariantCulture), second[6]);
+        Assert.NotEqual(first[6], second[6]);
+        Assert.Equal(["1", "0"], new[] { first[4], second[4] }); // the descriptor went once
+        Assert.Equal(first[5], second[5]); // one imported object in the peer
+        Assert.Equal(1, channel.Statistics.FdsSent);
+
+        channel.Dispose();
+        peer.Expect("END");
+        Assert.Equal(0, peer.WaitForExit());
+    }
+
+    [Fact]
+    public void DmaBufFromThePeer_IsOneBufferOfOurs_WithTheNameThePeerGaveIt()
+    {
+        string socket = ProcessResources.UniqueSocketName("dma-buf-import");
+        var imports = new ImportCache(new MmapCache());
+        using BufferChannelListener listener = BufferChannelListener.Listen(socket, new BufferChannelOptions { ImportCache = imports });
+        using PeerProcess peer = PeerProcess.Start(
+            "send", socket, "3", CrossProcessTests.Size.ToString(CultureInfo.InvariantCulture), "--exporter", "vgem");
+        string[] sent = peer.Expect("SENT");
+        using BufferChannel channel = listener.Accept(s_patience);
+        ulong expected = Pattern.Checksum(CrossProcessTests.ExpectedPeerContent());
+        var objects = new List<DmaBuffer>();
+
+        for (int i = 0; i < 3; i++)
+        {
+            using var received = (ReceivedBuffer)channel.Receive(s_patience)!;
+            LinuxBuffer linux = received.Handle.Buffer.GetLinuxBuffer();
+            Assert.Equal(LinuxBufferKind.DmaBuf, linux.Kind);
+            Assert.Equal(sent[0], linux.Identity.Device.ToString(CultureInfo.InvariantCulture));
+            Assert.Equal(sent[1], linux.Identity.Inode.ToString(CultureInfo.InvariantCulture));
+            Assert.Equal("peer-frame", KernelName(linux.Fd)); // set by the peer with DMA_BUF_SET_NAME
+            using (CpuMapping map = received.Handle.MapCpu())
+            {
+                received.Handle.BeginCpuAccess(CpuAccess.Read);
+                ulong sum = Pattern.Checksum(map.Span[..(int)CrossProcessTests.Size]);
+                received.Handle.EndCpuAccess(CpuAccess.Read);
+                Assert.Equal(expected, sum);
+            }
+
+            objects.Add(received.Handle.Buffer);
+        }
+
+        Assert.All(objects, o => Assert.Same(objects[0], o));
+        Assert.Equal(1, imports.Misses);
+        Assert.Equal(1, imports.Cache.Statistics.MapCalls);
+        peer.Expect("END");
+        Assert.Null(channel.Receive(s_patience));
+        Assert.Equal(0, peer.WaitForExit());
+        Assert.Equal(0, imports.Count);
+    }
+
+    /// <summary>The kernel's name of a dma-buf, from this process's fdinfo (the <c>name:</c> line).</summary>
+    private static string? KernelName(SafeFdHandle fd) =>
+        File.ReadLines($"/proc/self/fdinfo/{fd.Number}")
+            .Where(l => l.StartsWith("name:", StringComparison.Ordinal))
+            .Select(l => l["name:".Length..].Trim())
+            .FirstOrDefault();
+}
