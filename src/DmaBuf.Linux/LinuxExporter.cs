@@ -179,7 +179,7 @@ public abstract class LinuxExporter : IDmaBufExporter
     private static Dictionary<ScatterTable, CpuMapping> Leases(DmaBufAttachment attachment) =>
         (Dictionary<ScatterTable, CpuMapping>)attachment.ExporterPrivate!;
 
-    private static unsafe void Sync(DmaBuffer buffer, CpuAccess access, ulong phase)
+    private static void Sync(DmaBuffer buffer, CpuAccess access, ulong phase)
     {
         LinuxBuffer linux = LinuxDmaBuf.GetLinuxBuffer(buffer);
         if (linux.Kind != LinuxBufferKind.DmaBuf)
@@ -187,15 +187,11 @@ public abstract class LinuxExporter : IDmaBufExporter
             return; // memfd: coherent shmem, nothing to flush or invalidate
         }
 
-        var sync = new Interop.Libc.dma_buf_sync
+        Interop.Libc.DmaBufSync(linux.Fd, phase | access switch
         {
-            flags = phase | (access switch
-            {
-                CpuAccess.Read => Interop.Libc.DMA_BUF_SYNC_READ,
-                CpuAccess.Write => Interop.Libc.DMA_BUF_SYNC_WRITE,
-                _ => Interop.Libc.DMA_BUF_SYNC_RW,
-            }),
-        };
-        Interop.Libc.Ioctl(linux.Fd, Interop.Libc.DMA_BUF_IOCTL_SYNC, &sync, "ioctl(DMA_BUF_IOCTL_SYNC)");
+            CpuAccess.Read => Interop.Libc.DMA_BUF_SYNC_READ,
+            CpuAccess.Write => Interop.Libc.DMA_BUF_SYNC_WRITE,
+            _ => Interop.Libc.DMA_BUF_SYNC_RW, // DmaBufHandle validated the flags: ReadWrite
+        });
     }
 }

@@ -75,6 +75,25 @@ public sealed class DrmPrimeExporterTests : IDisposable
         Assert.Equal("/dmabuf:prime-name", Interop.Libc.FdLinkTarget(handle.Buffer.GetLinuxBuffer().Fd));
     }
 
+    [Theory]
+    [InlineData(0x0UL)] // START with no direction
+    [InlineData(0x4UL)] // END with no direction
+    [InlineData(0x9UL)] // READ with an unknown bit
+    [InlineData(0x100UL)] // an unknown bit only
+    public void Sync_WithFlagsTheKernelDoesNotKnow_IsRefusedByTheKernel_AndTheErrorNamesTheFlags(ulong flags)
+    {
+        using DmaBufHandle handle = Exporter.Allocate(4096);
+
+        LinuxErrorException e = Assert.Throws<LinuxErrorException>(
+            () => Interop.Libc.DmaBufSync(handle.Buffer.GetLinuxBuffer().Fd, flags));
+
+        Assert.Equal(Interop.Libc.EINVAL, e.Errno);
+        Assert.Contains($"DMA_BUF_IOCTL_SYNC, flags 0x{flags:x}", e.Message, StringComparison.Ordinal);
+        Assert.Contains("EINVAL", e.Message, StringComparison.Ordinal);
+        handle.BeginCpuAccess(CpuAccess.ReadWrite); // the buffer is still usable with valid flags
+        handle.EndCpuAccess(CpuAccess.ReadWrite);
+    }
+
     private static SafeFdHandle CardOf(DrmPrimeExporter exporter) =>
         (SafeFdHandle)typeof(DrmPrimeExporter).GetField("_card", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic)!.GetValue(exporter)!;
 }

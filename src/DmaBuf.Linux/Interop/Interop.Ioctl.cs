@@ -65,6 +65,16 @@ internal static partial class Interop
         [LibraryImport(Libraries.Libc, SetLastError = true)]
         internal static unsafe partial int ioctl(SafeFdHandle fd, nuint request, void* arg);
 
+        /// <summary>
+        /// <c>DMA_BUF_IOCTL_SYNC</c> with <paramref name="flags"/> as given: the kernel refuses flags with unknown bits or
+        /// without a direction (EINVAL), and the exception names the flags it was given.
+        /// </summary>
+        internal static unsafe void DmaBufSync(SafeFdHandle fd, ulong flags)
+        {
+            var sync = new dma_buf_sync { flags = flags };
+            Ioctl(fd, DMA_BUF_IOCTL_SYNC, &sync, $"ioctl(DMA_BUF_IOCTL_SYNC, flags 0x{flags:x})");
+        }
+
         /// <summary>Runs an ioctl, retrying on EINTR and EAGAIN as the dma-buf documentation asks for SYNC.</summary>
         internal static unsafe int Ioctl(SafeFdHandle fd, uint request, void* arg, string call)
         {
