@@ -57,25 +57,32 @@ internal static class ShareCommand
 
         var exporter = new Option<string>("--exporter")
         {
-            Description = "Where frames come from: memfd, dma-heap (/dev/dma_heap/<heap>) or udmabuf (/dev/udmabuf).",
+            Description = "Where frames come from: memfd, dma-heap (/dev/dma_heap/<heap>), udmabuf (/dev/udmabuf) or drm-prime " +
+                "(dumb buffers of a DRM card, exported through PRIME).",
             DefaultValueFactory = _ => "memfd",
         };
-        exporter.AcceptOnlyFromAmong("memfd", "dma-heap", "udmabuf");
+        exporter.AcceptOnlyFromAmong("memfd", "dma-heap", "udmabuf", "drm-prime");
 
         var heap = new Option<string>("--heap") { Description = "The dma-buf heap for --exporter dma-heap.", DefaultValueFactory = _ => "system" };
+        var drmDriver = new Option<string>("--drm-driver")
+        {
+            Description = "The DRM driver whose card allocates frames for --exporter drm-prime.",
+            DefaultValueFactory = _ => "vgem",
+        };
         var json = new Option<bool>("--json") { Description = "Print one JSON document instead of a table." };
 
         var command = new Command(
             "share",
             "Share frames with a second process with no copy, and measure the handoff against a socket round trip, a copy and a re-map.");
-        foreach (Option o in new Option[] { frames, pool, resolution, exporter, heap, json })
+        foreach (Option o in new Option[] { frames, pool, resolution, exporter, heap, drmDriver, json })
         {
             command.Options.Add(o);
         }
 
         command.SetAction(parse => (int)RunProducer(
             console, stdout, stderr,
-            new Settings(parse.GetValue(frames), parse.GetValue(pool), parse.GetValue(resolution)!, parse.GetValue(exporter)!, parse.GetValue(heap)!),
+            new Settings(parse.GetValue(frames), parse.GetValue(pool), parse.GetValue(resolution)!, parse.GetValue(exporter)!, parse.GetValue(heap)!,
+                parse.GetValue(drmDriver)!),
             parse.GetValue(json)));
         command.Subcommands.Add(CreateConsumer(stdout, stderr));
         return command;
@@ -159,6 +166,8 @@ internal static class ShareCommand
                 return new DmaHeapExporter(s.Heap, features: features);
             case "udmabuf":
                 return new UdmabufExporter(features: features);
+            case "drm-prime":
+                return new DrmPrimeExporter(s.DrmDriver, features: features);
             default:
                 features.RequireMemfd();
                 return new MemfdExporter();
@@ -593,7 +602,7 @@ internal static class ShareCommand
         return sorted[rank];
     }
 
-    private sealed record Settings(int Frames, int Pool, string Resolution, string Exporter, string Heap);
+    private sealed record Settings(int Frames, int Pool, string Resolution, string Exporter, string Heap, string DrmDriver);
 
     private sealed class Measurement
     {

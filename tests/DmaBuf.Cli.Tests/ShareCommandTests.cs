@@ -103,6 +103,22 @@ public sealed class ShareCommandTests
         Assert.Contains("CONFIG_UDMABUF", errors, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Share_DrmCardAbsent_IsFeatureMissingNamingTheDriver()
+    {
+        if (LinuxFeatures.Probe().DrmCardNode("vgem") is not null)
+        {
+            return; // ShareKernelTests runs it for real
+        }
+
+        (int code, _, string errors) = Run("share", "--exporter", "drm-prime");
+
+        Assert.Equal((int)ExitCode.FeatureMissing, code);
+        Assert.Contains("vgem", errors, StringComparison.Ordinal);
+        Assert.Contains("/dev/dri", errors, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", errors, StringComparison.Ordinal);
+    }
+
     private static (int Code, string Output, string Errors) Run(params string[] args)
     {
         using var stdout = new StringWriter();
