@@ -10,6 +10,7 @@ namespace DmaBuf.Cli.Tests;
 /// and this process as their holder.
 /// </summary>
 [Trait(KernelRequirement.Trait, "vgem")]
+[Collection(DescriptorCollection.Name)]
 public sealed class LsKernelTests : IDisposable
 {
     private readonly DrmPrimeExporter _exporter = KernelRequirement.Vgem();

@@ -7,6 +7,7 @@ namespace DmaBuf.Cli.Tests;
 /// <c>dmabuf share</c> end to end: a real consumer process, small runs. Figures are not asserted here (the command's
 /// measured comparison is where speed belongs); correctness, leaks, exit codes and messages are.
 /// </summary>
+[Collection(DescriptorCollection.Name)]
 public sealed class ShareCommandTests
 {
     [Fact]

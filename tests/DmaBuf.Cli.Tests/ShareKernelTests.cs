@@ -8,6 +8,7 @@ namespace DmaBuf.Cli.Tests;
 /// each one once, brackets its reads with <c>DMA_BUF_IOCTL_SYNC</c> and verifies every frame; nothing leaks.
 /// </summary>
 [Trait(KernelRequirement.Trait, "vgem")]
+[Collection(DescriptorCollection.Name)]
 public sealed class ShareKernelTests
 {
     [Fact]
