@@ -65,8 +65,11 @@ internal static partial class Interop
         [LibraryImport(Libraries.Libc, SetLastError = true)]
         internal static unsafe partial int ioctl(SafeFdHandle fd, nuint request, void* arg);
 
-        /// <summary>Runs an ioctl, retrying on EINTR and EAGAIN as the dma-buf documentation asks for SYNC.</summary>
-        internal static unsafe int Ioctl(SafeFdHandle fd, uint request, void* arg, string call)
+        /// <summary>
+        /// Runs an ioctl, retrying on EINTR and EAGAIN as the dma-buf documentation asks for SYNC. A failure names
+        /// <paramref name="call"/> and, when given, <paramref name="detail"/> (what the call was working on).
+        /// </summary>
+        internal static unsafe int Ioctl(SafeFdHandle fd, uint request, void* arg, string call, string? detail = null)
         {
             while (true)
             {
@@ -79,7 +82,7 @@ internal static partial class Interop
                 int errno = LastErrno;
                 if (errno is not (EINTR or EAGAIN))
                 {
-                    throw GetExceptionForErrno(errno, call);
+                    throw GetExceptionForErrno(errno, call, detail);
                 }
             }
         }
