@@ -21,6 +21,24 @@ public enum V4l2Caps : uint
     /// <summary><c>V4L2_CAP_VBI_OUTPUT</c>.</summary>
     VbiOutput = 0x00000020,
 
+    /// <summary><c>V4L2_CAP_SLICED_VBI_CAPTURE</c>.</summary>
+    SlicedVbiCapture = 0x00000040,
+
+    /// <summary><c>V4L2_CAP_SLICED_VBI_OUTPUT</c>.</summary>
+    SlicedVbiOutput = 0x00000080,
+
+    /// <summary><c>V4L2_CAP_RDS_CAPTURE</c>.</summary>
+    RdsCapture = 0x00000100,
+
+    /// <summary><c>V4L2_CAP_VIDEO_OUTPUT_OVERLAY</c>.</summary>
+    VideoOutputOverlay = 0x00000200,
+
+    /// <summary><c>V4L2_CAP_HW_FREQ_SEEK</c>.</summary>
+    HwFreqSeek = 0x00000400,
+
+    /// <summary><c>V4L2_CAP_RDS_OUTPUT</c>.</summary>
+    RdsOutput = 0x00000800,
+
     /// <summary><c>V4L2_CAP_VIDEO_CAPTURE_MPLANE</c>: a multi-planar video capture queue.</summary>
     VideoCaptureMplane = 0x00001000,
 
@@ -42,11 +60,17 @@ public enum V4l2Caps : uint
     /// <summary><c>V4L2_CAP_RADIO</c>.</summary>
     Radio = 0x00040000,
 
+    /// <summary><c>V4L2_CAP_MODULATOR</c>.</summary>
+    Modulator = 0x00080000,
+
     /// <summary><c>V4L2_CAP_SDR_CAPTURE</c>.</summary>
     SdrCapture = 0x00100000,
 
     /// <summary><c>V4L2_CAP_EXT_PIX_FORMAT</c>: the extended fields of <c>struct v4l2_pix_format</c> are valid.</summary>
     ExtPixFormat = 0x00200000,
+
+    /// <summary><c>V4L2_CAP_SDR_OUTPUT</c>.</summary>
+    SdrOutput = 0x00400000,
 
     /// <summary><c>V4L2_CAP_META_CAPTURE</c>.</summary>
     MetaCapture = 0x00800000,
