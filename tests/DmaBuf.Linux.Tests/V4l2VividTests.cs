@@ -308,7 +308,7 @@ public sealed class V4l2VividTests : IDisposable
         Assert.Throws<InvalidOperationException>(() => device.QueueDmaBuf(0, buffer)); // already queued
         Assert.Equal(2, buffer.Buffer.ReferenceCount);
         using DmaBufHandle second = vgem.Allocate(format.SizeImage);
-        device.QueueDmaBuf(1, second); // vivid starts streaming with two buffers queued
+        device.QueueDmaBuf(1, second);
 
         device.StreamOn();
         Assert.True(device.IsStreaming);

@@ -10,8 +10,8 @@ namespace DmaBuf.Linux.Tests;
 /// </summary>
 /// <remarks>
 /// The YUYV values below were read out of vivid's frames on Debian's 6.1 kernel (sRGB colorspace, default BT.601
-/// encoding, limited range); they are within one step of the textbook BT.601 limited-range values of 75% bars
-/// (Y 180 162 131 112 84 65 35 16), vivid rounding some down by one.
+/// encoding, limited range). They are close to the textbook BT.601 limited-range values of 75% bars
+/// (Y 180 162 131 112 84 65 35 16), vivid's own conversion landing one or two steps lower.
 /// </remarks>
 internal static class VividColorBars
 {
