@@ -4,7 +4,8 @@ namespace DmaBuf.Linux;
 
 /// <summary>
 /// What this machine offers for real buffers: memfd, dma-buf heaps (<c>/dev/dma_heap/*</c>), udmabuf
-/// (<c>/dev/udmabuf</c>) and DRM cards that export through PRIME (<c>/dev/dri/card*</c>, by driver name). <see cref="Probe"/> looks; the <c>Require</c> methods turn an absence into a
+/// (<c>/dev/udmabuf</c>), DRM cards that export through PRIME (<c>/dev/dri/card*</c>, by driver name) and V4L2 video
+/// devices (<c>/dev/video*</c>, by driver name). <see cref="Probe"/> looks; the <c>Require</c> methods turn an absence into a
 /// <see cref="FeatureNotAvailableException"/> that names the missing node and the kernel option that provides it.
 /// </summary>
 public sealed class LinuxFeatures
@@ -13,9 +14,10 @@ public sealed class LinuxFeatures
 
     private LinuxFeatures(
         string deviceRoot, bool hasMemfd, IReadOnlyList<string> heaps, bool hasUdmabuf, IReadOnlyList<KeyValuePair<string, string>> drmCards,
-        Dictionary<string, string>? config)
+        IReadOnlyList<KeyValuePair<string, string>> videoDevices, Dictionary<string, string>? config)
     {
         DrmCards = drmCards;
+        VideoDevices = videoDevices;
         DeviceRoot = deviceRoot;
         HasMemfd = hasMemfd;
         DmaHeaps = heaps;
@@ -40,6 +42,13 @@ public sealed class LinuxFeatures
     /// (e.g. <c>/dev/dri/card0</c> and <c>vgem</c>). Nodes this process cannot open are left out.
     /// </summary>
     public IReadOnlyList<KeyValuePair<string, string>> DrmCards { get; }
+
+    /// <summary>
+    /// The V4L2 video nodes that answered <c>VIDIOC_QUERYCAP</c>, in node order: each node's path and its driver's name
+    /// (e.g. <c>/dev/video0</c> and <c>vivid</c>). One driver usually has several nodes (capture, output, metadata).
+    /// Nodes this process cannot open are left out.
+    /// </summary>
+    public IReadOnlyList<KeyValuePair<string, string>> VideoDevices { get; }
 
     /// <summary>The node of heap <paramref name="heapName"/>.</summary>
     public string DmaHeapNode(string heapName) => Path.Combine(DeviceRoot, "dma_heap", heapName);
@@ -68,7 +77,8 @@ public sealed class LinuxFeatures
             ? [.. Directory.EnumerateFileSystemEntries(heapDir).Select(Path.GetFileName).OfType<string>().Order(StringComparer.Ordinal)]
             : [];
         bool udmabuf = File.Exists(Path.Combine(deviceRoot, "udmabuf"));
-        return new LinuxFeatures(deviceRoot, memfd, heaps, udmabuf, ProbeDrmCards(Path.Combine(deviceRoot, "dri")), ReadKernelConfig());
+        return new LinuxFeatures(
+            deviceRoot, memfd, heaps, udmabuf, ProbeDrmCards(Path.Combine(deviceRoot, "dri")), ProbeVideoDevices(deviceRoot), ReadKernelConfig());
     }
 
     /// <summary>Whether heap <paramref name="heapName"/> exists.</summary>
@@ -80,6 +90,13 @@ public sealed class LinuxFeatures
     /// <summary>The first card node driven by <paramref name="driverName"/>, or null.</summary>
     public string? DrmCardNode(string driverName) =>
         DrmCards.FirstOrDefault(c => string.Equals(c.Value, driverName, StringComparison.Ordinal)).Key;
+
+    /// <summary>Whether a V4L2 video node driven by <paramref name="driverName"/> exists.</summary>
+    public bool HasV4l2Driver(string driverName) => V4l2DeviceNodes(driverName).Any();
+
+    /// <summary>The video nodes driven by <paramref name="driverName"/>, in node order.</summary>
+    public IEnumerable<string> V4l2DeviceNodes(string driverName) =>
+        VideoDevices.Where(d => string.Equals(d.Value, driverName, StringComparison.Ordinal)).Select(d => d.Key);
 
     /// <summary>Throws unless memfd works.</summary>
     /// <exception cref="FeatureNotAvailableException">memfd_create is not available.</exception>
@@ -144,11 +161,32 @@ public sealed class LinuxFeatures
         throw new FeatureNotAvailableException($"DRM driver '{driverName}' ({present})", Path.Combine(DeviceRoot, "dri", "card*"), provider);
     }
 
+    /// <summary>Throws unless a V4L2 video node driven by <paramref name="driverName"/> exists; returns the first one.</summary>
+    /// <exception cref="FeatureNotAvailableException">No video node answers with that driver name.</exception>
+    public string RequireV4l2Driver(string driverName)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(driverName);
+        string? node = V4l2DeviceNodes(driverName).FirstOrDefault();
+        if (node is not null)
+        {
+            return node;
+        }
+
+        string provider = driverName == "vivid"
+            ? $"the vivid module (modprobe vivid; the kernel option CONFIG_VIDEO_VIVID{ConfigNote("CONFIG_VIDEO_VIVID")})"
+            : $"a V4L2 driver named '{driverName}' (the V4L2 core needs CONFIG_VIDEO_DEV{ConfigNote("CONFIG_VIDEO_DEV")})";
+        string present = VideoDevices.Count == 0
+            ? "no video devices are present"
+            : "present video devices: " + string.Join(", ", VideoDevices.Select(d => $"{d.Key} ({d.Value})"));
+        throw new FeatureNotAvailableException($"V4L2 driver '{driverName}' ({present})", Path.Combine(DeviceRoot, "video*"), provider);
+    }
+
     /// <inheritdoc/>
     public override string ToString() =>
         $"memfd: {(HasMemfd ? "yes" : "no")}; dma-buf heaps: {(DmaHeaps.Count == 0 ? "none" : string.Join(", ", DmaHeaps))}; " +
         $"udmabuf: {(HasUdmabuf ? "yes" : "no")}; DRM cards: " +
-        (DrmCards.Count == 0 ? "none" : string.Join(", ", DrmCards.Select(c => $"{Path.GetFileName(c.Key)} ({c.Value})")));
+        (DrmCards.Count == 0 ? "none" : string.Join(", ", DrmCards.Select(c => $"{Path.GetFileName(c.Key)} ({c.Value})"))) + "; video devices: " +
+        (VideoDevices.Count == 0 ? "none" : string.Join(", ", VideoDevices.Select(d => $"{Path.GetFileName(d.Key)} ({d.Value})")));
 
     /// <summary>Asks every <c>card*</c> node under <paramref name="driDir"/> for its driver's name.</summary>
     private static List<KeyValuePair<string, string>> ProbeDrmCards(string driDir)
@@ -173,6 +211,35 @@ public sealed class LinuxFeatures
         }
 
         return cards;
+    }
+
+    /// <summary>Asks every <c>video*</c> node under <paramref name="deviceRoot"/> for its driver's name.</summary>
+    private static List<KeyValuePair<string, string>> ProbeVideoDevices(string deviceRoot)
+    {
+        var devices = new List<KeyValuePair<string, string>>();
+        if (!Directory.Exists(deviceRoot))
+        {
+            return devices;
+        }
+
+        // video10 sorts after video9: order by the number, not the text
+        IEnumerable<string> nodes = Directory.EnumerateFileSystemEntries(deviceRoot, "video*")
+            .Select(n => (Node: n, Number: int.TryParse(Path.GetFileName(n).AsSpan(5), out int k) ? k : int.MaxValue))
+            .OrderBy(n => n.Number).ThenBy(n => n.Node, StringComparer.Ordinal).Select(n => n.Node);
+        foreach (string node in nodes)
+        {
+            try
+            {
+                using SafeFdHandle video = Interop.Libc.OpenReadWrite(node);
+                devices.Add(new(node, Interop.Libc.V4l2DriverName(video, node)));
+            }
+            catch (LinuxErrorException)
+            {
+                // not openable by this process, or not a V4L2 node (ENOTTY): not a device we can use
+            }
+        }
+
+        return devices;
     }
 
     private string ConfigNote(string option)

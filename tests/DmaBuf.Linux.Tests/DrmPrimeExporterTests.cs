@@ -88,7 +88,7 @@ public sealed class DrmPrimeExporterTests : IDisposable
             () => Interop.Libc.DmaBufSync(handle.Buffer.GetLinuxBuffer().Fd, flags));
 
         Assert.Equal(Interop.Libc.EINVAL, e.Errno);
-        Assert.Contains($"DMA_BUF_IOCTL_SYNC, flags 0x{flags:x}", e.Message, StringComparison.Ordinal);
+        Assert.Contains($"ioctl(DMA_BUF_IOCTL_SYNC) (flags 0x{flags:x})", e.Message, StringComparison.Ordinal);
         Assert.Contains("EINVAL", e.Message, StringComparison.Ordinal);
         handle.BeginCpuAccess(CpuAccess.ReadWrite); // the buffer is still usable with valid flags
         handle.EndCpuAccess(CpuAccess.ReadWrite);

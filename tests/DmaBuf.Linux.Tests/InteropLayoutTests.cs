@@ -13,7 +13,9 @@ namespace DmaBuf.Linux.Tests;
 public sealed class InteropLayoutTests
 {
     // When the dma-buf, dma-heap or udmabuf uapi headers are absent, the program defines the same structs and ioctl
-    // numbers from their documented _IOW/_IOWR encodings and says so in a '#' line.
+    // numbers from their documented _IOW/_IOWR encodings and says so in a '#' line. linux/videodev2.h is in every
+    // linux-libc-dev, so the V4L2 values always come from the header. Members of a union or struct inside a struct are
+    // printed with their path (offsetof(v4l2_format.fmt.pix)).
     private const string Program = """
         #define _GNU_SOURCE
         #include <stdio.h>
@@ -30,6 +32,7 @@ public sealed class InteropLayoutTests
         #include <linux/memfd.h>
         #include <linux/magic.h>
         #include <sys/vfs.h>
+        #include <linux/videodev2.h>
         #if __has_include(<linux/dma-buf.h>)
         #include <linux/dma-buf.h>
         #define DMA_BUF_SOURCE "kernel header linux/dma-buf.h"
@@ -123,6 +126,48 @@ public sealed class InteropLayoutTests
             P(DMA_BUF_IOCTL_SYNC) P(DMA_BUF_SET_NAME_B) P(DMA_BUF_SYNC_READ) P(DMA_BUF_SYNC_WRITE) P(DMA_BUF_SYNC_RW)
             P(DMA_BUF_SYNC_START) P(DMA_BUF_SYNC_END) P(DMA_BUF_NAME_LEN)
             P(DMA_HEAP_IOCTL_ALLOC) P(UDMABUF_CREATE) P(UDMABUF_FLAGS_CLOEXEC)
+            SZ(v4l2_capability) OFF(v4l2_capability, driver) OFF(v4l2_capability, card) OFF(v4l2_capability, bus_info)
+            OFF(v4l2_capability, version) OFF(v4l2_capability, capabilities) OFF(v4l2_capability, device_caps)
+            OFF(v4l2_capability, reserved)
+            SZ(v4l2_fmtdesc) OFF(v4l2_fmtdesc, index) OFF(v4l2_fmtdesc, type) OFF(v4l2_fmtdesc, flags)
+            OFF(v4l2_fmtdesc, description) OFF(v4l2_fmtdesc, pixelformat) OFF(v4l2_fmtdesc, mbus_code)
+            OFF(v4l2_fmtdesc, reserved)
+            SZ(v4l2_pix_format) OFF(v4l2_pix_format, width) OFF(v4l2_pix_format, height) OFF(v4l2_pix_format, pixelformat)
+            OFF(v4l2_pix_format, field) OFF(v4l2_pix_format, bytesperline) OFF(v4l2_pix_format, sizeimage)
+            OFF(v4l2_pix_format, colorspace) OFF(v4l2_pix_format, priv) OFF(v4l2_pix_format, flags)
+            OFF(v4l2_pix_format, ycbcr_enc) OFF(v4l2_pix_format, quantization) OFF(v4l2_pix_format, xfer_func)
+            SZ(v4l2_format) OFF(v4l2_format, type) OFF(v4l2_format, fmt) OFF(v4l2_format, fmt.pix)
+            OFF(v4l2_format, fmt.raw_data) P(sizeof(((struct v4l2_format *)0)->fmt))
+            SZ(v4l2_requestbuffers) OFF(v4l2_requestbuffers, count) OFF(v4l2_requestbuffers, type)
+            OFF(v4l2_requestbuffers, memory) OFF(v4l2_requestbuffers, capabilities) OFF(v4l2_requestbuffers, flags)
+            OFF(v4l2_requestbuffers, reserved)
+            SZ(v4l2_timecode) OFF(v4l2_timecode, type) OFF(v4l2_timecode, flags) OFF(v4l2_timecode, frames)
+            OFF(v4l2_timecode, seconds) OFF(v4l2_timecode, minutes) OFF(v4l2_timecode, hours) OFF(v4l2_timecode, userbits)
+            SZ(timeval) OFF(timeval, tv_sec) OFF(timeval, tv_usec)
+            SZ(v4l2_buffer) OFF(v4l2_buffer, index) OFF(v4l2_buffer, type) OFF(v4l2_buffer, bytesused)
+            OFF(v4l2_buffer, flags) OFF(v4l2_buffer, field) OFF(v4l2_buffer, timestamp) OFF(v4l2_buffer, timecode)
+            OFF(v4l2_buffer, sequence) OFF(v4l2_buffer, memory) OFF(v4l2_buffer, m) OFF(v4l2_buffer, m.offset)
+            OFF(v4l2_buffer, m.userptr) OFF(v4l2_buffer, m.planes) OFF(v4l2_buffer, m.fd) OFF(v4l2_buffer, length)
+            OFF(v4l2_buffer, reserved2) OFF(v4l2_buffer, request_fd) P(sizeof(((struct v4l2_buffer *)0)->m))
+            SZ(v4l2_exportbuffer) OFF(v4l2_exportbuffer, type) OFF(v4l2_exportbuffer, index) OFF(v4l2_exportbuffer, plane)
+            OFF(v4l2_exportbuffer, flags) OFF(v4l2_exportbuffer, fd) OFF(v4l2_exportbuffer, reserved)
+            P(VIDIOC_QUERYCAP) P(VIDIOC_ENUM_FMT) P(VIDIOC_G_FMT) P(VIDIOC_S_FMT) P(VIDIOC_REQBUFS) P(VIDIOC_QUERYBUF)
+            P(VIDIOC_QBUF) P(VIDIOC_EXPBUF) P(VIDIOC_DQBUF) P(VIDIOC_STREAMON) P(VIDIOC_STREAMOFF)
+            P(V4L2_BUF_TYPE_VIDEO_CAPTURE) P(V4L2_MEMORY_MMAP) P(V4L2_MEMORY_USERPTR) P(V4L2_MEMORY_OVERLAY)
+            P(V4L2_MEMORY_DMABUF) P(V4L2_PIX_FMT_YUYV) P(V4L2_FMT_FLAG_COMPRESSED) P(V4L2_FMT_FLAG_EMULATED)
+            P(V4L2_CAP_VIDEO_CAPTURE) P(V4L2_CAP_VIDEO_OUTPUT) P(V4L2_CAP_VIDEO_OVERLAY) P(V4L2_CAP_VBI_CAPTURE)
+            P(V4L2_CAP_VBI_OUTPUT) P(V4L2_CAP_SLICED_VBI_CAPTURE) P(V4L2_CAP_SLICED_VBI_OUTPUT) P(V4L2_CAP_RDS_CAPTURE)
+            P(V4L2_CAP_VIDEO_OUTPUT_OVERLAY) P(V4L2_CAP_HW_FREQ_SEEK) P(V4L2_CAP_RDS_OUTPUT) P(V4L2_CAP_MODULATOR)
+            P(V4L2_CAP_SDR_OUTPUT) P(V4L2_CAP_VIDEO_CAPTURE_MPLANE) P(V4L2_CAP_VIDEO_OUTPUT_MPLANE)
+            P(V4L2_CAP_VIDEO_M2M_MPLANE) P(V4L2_CAP_VIDEO_M2M) P(V4L2_CAP_TUNER) P(V4L2_CAP_AUDIO) P(V4L2_CAP_RADIO)
+            P(V4L2_CAP_SDR_CAPTURE) P(V4L2_CAP_EXT_PIX_FORMAT) P(V4L2_CAP_META_CAPTURE) P(V4L2_CAP_READWRITE)
+            P(V4L2_CAP_STREAMING) P(V4L2_CAP_META_OUTPUT) P(V4L2_CAP_TOUCH) P(V4L2_CAP_IO_MC) P(V4L2_CAP_DEVICE_CAPS)
+            P(V4L2_FIELD_ANY) P(V4L2_FIELD_NONE) P(V4L2_FIELD_TOP) P(V4L2_FIELD_BOTTOM) P(V4L2_FIELD_INTERLACED)
+            P(V4L2_FIELD_SEQ_TB) P(V4L2_FIELD_SEQ_BT) P(V4L2_FIELD_ALTERNATE) P(V4L2_FIELD_INTERLACED_TB)
+            P(V4L2_FIELD_INTERLACED_BT)
+            P(V4L2_BUF_FLAG_MAPPED) P(V4L2_BUF_FLAG_QUEUED) P(V4L2_BUF_FLAG_DONE) P(V4L2_BUF_FLAG_ERROR)
+            P(V4L2_BUF_FLAG_TIMESTAMP_MONOTONIC) P(V4L2_BUF_FLAG_TIMESTAMP_COPY)
+            P(V4L2_BUF_FLAG_LAST) P(O_NONBLOCK)
             P(EPERM) P(ENOENT) P(EINTR) P(EIO) P(EBADF) P(EAGAIN) P(ENOMEM) P(EACCES) P(EFAULT) P(EBUSY) P(EEXIST)
             P(ENODEV) P(EINVAL) P(ENFILE) P(EMFILE) P(ENOTTY) P(EFBIG) P(ENOSPC) P(EPIPE) P(ENOSYS) P(ENOTSOCK)
             P(EMSGSIZE) P(EOPNOTSUPP) P(EADDRINUSE) P(ECONNRESET) P(ENOTCONN) P(ETIMEDOUT) P(ECONNREFUSED)
@@ -194,6 +239,7 @@ public sealed class InteropLayoutTests
             ["O_RDWR"] = O_RDWR,
             ["O_CLOEXEC"] = O_CLOEXEC,
             ["O_ACCMODE"] = O_ACCMODE,
+            ["O_NONBLOCK"] = O_NONBLOCK,
             ["AF_UNIX"] = AF_UNIX,
             ["SOCK_STREAM"] = SOCK_STREAM,
             ["SOCK_SEQPACKET"] = SOCK_SEQPACKET,
@@ -236,6 +282,27 @@ public sealed class InteropLayoutTests
             ["DRM_IOCTL_PRIME_HANDLE_TO_FD"] = DRM_IOCTL_PRIME_HANDLE_TO_FD,
             ["DRM_IOCTL_PRIME_FD_TO_HANDLE"] = DRM_IOCTL_PRIME_FD_TO_HANDLE,
             ["DRM_IOCTL_MODE_CREATE_DUMB"] = DRM_IOCTL_MODE_CREATE_DUMB,
+            ["sizeof(((struct v4l2_format *)0)->fmt)"] = sizeof(v4l2_format.fmt_union),
+            ["sizeof(((struct v4l2_buffer *)0)->m)"] = sizeof(v4l2_buffer.m_union),
+            ["VIDIOC_QUERYCAP"] = VIDIOC_QUERYCAP,
+            ["VIDIOC_ENUM_FMT"] = VIDIOC_ENUM_FMT,
+            ["VIDIOC_G_FMT"] = VIDIOC_G_FMT,
+            ["VIDIOC_S_FMT"] = VIDIOC_S_FMT,
+            ["VIDIOC_REQBUFS"] = VIDIOC_REQBUFS,
+            ["VIDIOC_QUERYBUF"] = VIDIOC_QUERYBUF,
+            ["VIDIOC_QBUF"] = VIDIOC_QBUF,
+            ["VIDIOC_EXPBUF"] = VIDIOC_EXPBUF,
+            ["VIDIOC_DQBUF"] = VIDIOC_DQBUF,
+            ["VIDIOC_STREAMON"] = VIDIOC_STREAMON,
+            ["VIDIOC_STREAMOFF"] = VIDIOC_STREAMOFF,
+            ["V4L2_BUF_TYPE_VIDEO_CAPTURE"] = V4L2_BUF_TYPE_VIDEO_CAPTURE,
+            ["V4L2_MEMORY_MMAP"] = V4L2_MEMORY_MMAP,
+            ["V4L2_MEMORY_USERPTR"] = V4L2_MEMORY_USERPTR,
+            ["V4L2_MEMORY_OVERLAY"] = V4L2_MEMORY_OVERLAY,
+            ["V4L2_MEMORY_DMABUF"] = V4L2_MEMORY_DMABUF,
+            ["V4L2_PIX_FMT_YUYV"] = V4L2_PIX_FMT_YUYV,
+            ["V4L2_FMT_FLAG_COMPRESSED"] = V4L2_FMT_FLAG_COMPRESSED,
+            ["V4L2_FMT_FLAG_EMULATED"] = V4L2_FMT_FLAG_EMULATED,
             ["EPERM"] = EPERM,
             ["ENOENT"] = ENOENT,
             ["EINTR"] = EINTR,
@@ -278,19 +345,71 @@ public sealed class InteropLayoutTests
         AddStruct<drm_gem_close>(d, "drm_gem_close");
         AddStruct<drm_prime_handle>(d, "drm_prime_handle");
         AddStruct<drm_mode_create_dumb>(d, "drm_mode_create_dumb");
+        AddStruct<v4l2_capability>(d, "v4l2_capability");
+        AddStruct<v4l2_fmtdesc>(d, "v4l2_fmtdesc");
+        AddStruct<v4l2_pix_format>(d, "v4l2_pix_format");
+        AddStruct<v4l2_format>(d, "v4l2_format");
+        AddStruct<v4l2_requestbuffers>(d, "v4l2_requestbuffers");
+        AddStruct<v4l2_timecode>(d, "v4l2_timecode");
+        AddStruct<timeval>(d, "timeval");
+        AddStruct<v4l2_buffer>(d, "v4l2_buffer");
+        AddStruct<v4l2_exportbuffer>(d, "v4l2_exportbuffer");
+        AddV4l2Enums(d);
         return d;
     }
 
-    /// <summary>sizeof and the offset of every field, named as C names them.</summary>
+    /// <summary>
+    /// sizeof and the offset of every field, named as C names them; the members of a union or struct declared inside
+    /// <typeparamref name="T"/> (as <c>v4l2_buffer.m</c>) by their path from <typeparamref name="T"/>.
+    /// </summary>
     private static void AddStruct<T>(Dictionary<string, long> d, string name)
         where T : unmanaged
     {
         d[$"sizeof({name})"] = Unsafe.SizeOf<T>();
-        foreach (System.Reflection.FieldInfo f in typeof(T).GetFields(System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.Public))
+        AddFields(d, typeof(T), name, 0);
+    }
+
+    private static void AddFields(Dictionary<string, long> d, Type type, string path, long offset)
+    {
+        foreach (System.Reflection.FieldInfo f in type.GetFields(System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.Public))
         {
-            d[$"offsetof({name}.{f.Name})"] = Marshal.OffsetOf<T>(f.Name);
+            long at = offset + Marshal.OffsetOf(type, f.Name);
+            d[$"offsetof({path}.{f.Name})"] = at;
+            if (f.FieldType.DeclaringType == type && !f.IsDefined(typeof(FixedBufferAttribute), inherit: false))
+            {
+                AddFields(d, f.FieldType, $"{path}.{f.Name}", at);
+            }
         }
     }
+
+    /// <summary>The public V4L2 enums carry the kernel's values: each member against its C constant.</summary>
+    private static void AddV4l2Enums(Dictionary<string, long> d)
+    {
+        foreach (V4l2.V4l2Caps c in Enum.GetValues<V4l2.V4l2Caps>())
+        {
+            d["V4L2_CAP_" + CName(c.ToString())] = (long)c;
+        }
+
+        foreach (V4l2.V4l2Field f in Enum.GetValues<V4l2.V4l2Field>())
+        {
+            d["V4L2_FIELD_" + CName(f.ToString())] = (long)f;
+        }
+
+        foreach (V4l2.V4l2BufferFlags f in Enum.GetValues<V4l2.V4l2BufferFlags>())
+        {
+            d["V4L2_BUF_FLAG_" + CName(f.ToString())] = (long)f;
+        }
+
+        // these have an interop constant too, which the dictionary checks against the header
+        Assert.Equal(V4L2_MEMORY_MMAP, (uint)V4l2.V4l2Memory.Mmap);
+        Assert.Equal(V4L2_MEMORY_DMABUF, (uint)V4l2.V4l2Memory.DmaBuf);
+        Assert.Equal(V4L2_PIX_FMT_YUYV, V4l2.V4l2FourCC.Yuyv.Value);
+    }
+
+    /// <summary>A PascalCase member name as the C constant's suffix: <c>VideoCaptureMplane</c> to <c>VIDEO_CAPTURE_MPLANE</c>.</summary>
+    private static string CName(string member) => member == "ReadWrite"
+        ? "READWRITE"
+        : string.Concat(member.Select((ch, i) => i > 0 && char.IsUpper(ch) ? "_" + ch : char.ToUpperInvariant(ch).ToString()));
 
     private Dictionary<string, long> CompileAndRun()
     {

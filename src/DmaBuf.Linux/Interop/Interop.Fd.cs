@@ -8,6 +8,7 @@ internal static partial class Interop
         // <asm-generic/fcntl.h>
         internal const int O_RDONLY = 0;
         internal const int O_RDWR = 2;
+        internal const int O_NONBLOCK = 0x800;
         internal const int O_CLOEXEC = 0x80000;
         internal const int O_ACCMODE = 3;
         internal const int F_GETFD = 1;
@@ -74,6 +75,42 @@ internal static partial class Interop
                 byte* buffer = stackalloc byte[512];
                 nint n = Check(readlink(path, buffer, 512), "readlink", path);
                 return System.Text.Encoding.UTF8.GetString(buffer, (int)n);
+            }
+            finally
+            {
+                if (added)
+                {
+                    fd.DangerousRelease();
+                }
+            }
+        }
+
+        /// <summary>
+        /// Waits up to <paramref name="timeoutMs"/> (-1: forever) for <paramref name="events"/> on <paramref name="fd"/>
+        /// and returns what happened (<c>revents</c>, which may also hold POLLERR or POLLHUP), 0 on timeout. Retries on
+        /// EINTR with the full timeout.
+        /// </summary>
+        internal static unsafe short Poll(SafeFdHandle fd, short events, int timeoutMs)
+        {
+            bool added = false;
+            try
+            {
+                fd.DangerousAddRef(ref added);
+                var p = new pollfd { fd = (int)fd.DangerousGetHandle(), events = events };
+                while (true)
+                {
+                    int r = poll(&p, 1, timeoutMs);
+                    if (r >= 0)
+                    {
+                        return r > 0 ? p.revents : (short)0;
+                    }
+
+                    int errno = LastErrno;
+                    if (errno != EINTR)
+                    {
+                        throw GetExceptionForErrno(errno, "poll");
+                    }
+                }
             }
             finally
             {

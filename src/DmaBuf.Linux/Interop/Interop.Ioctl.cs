@@ -72,11 +72,14 @@ internal static partial class Interop
         internal static unsafe void DmaBufSync(SafeFdHandle fd, ulong flags)
         {
             var sync = new dma_buf_sync { flags = flags };
-            Ioctl(fd, DMA_BUF_IOCTL_SYNC, &sync, $"ioctl(DMA_BUF_IOCTL_SYNC, flags 0x{flags:x})");
+            Ioctl(fd, DMA_BUF_IOCTL_SYNC, &sync, "ioctl(DMA_BUF_IOCTL_SYNC)", $"flags 0x{flags:x}");
         }
 
-        /// <summary>Runs an ioctl, retrying on EINTR and EAGAIN as the dma-buf documentation asks for SYNC.</summary>
-        internal static unsafe int Ioctl(SafeFdHandle fd, uint request, void* arg, string call)
+        /// <summary>
+        /// Runs an ioctl, retrying on EINTR and EAGAIN as the dma-buf documentation asks for SYNC. A failure names
+        /// <paramref name="call"/> and, when given, <paramref name="detail"/> (what the call was working on).
+        /// </summary>
+        internal static unsafe int Ioctl(SafeFdHandle fd, uint request, void* arg, string call, string? detail = null)
         {
             while (true)
             {
@@ -89,7 +92,7 @@ internal static partial class Interop
                 int errno = LastErrno;
                 if (errno is not (EINTR or EAGAIN))
                 {
-                    throw GetExceptionForErrno(errno, call);
+                    throw GetExceptionForErrno(errno, call, detail);
                 }
             }
         }
