@@ -11,13 +11,14 @@ namespace DmaBuf.Linux;
 public sealed class LinuxFeatures
 {
     private readonly Dictionary<string, string>? _kernelConfig;
+    private readonly Lazy<IReadOnlyList<KeyValuePair<string, string>>> _videoDevices;
 
     private LinuxFeatures(
         string deviceRoot, bool hasMemfd, IReadOnlyList<string> heaps, bool hasUdmabuf, IReadOnlyList<KeyValuePair<string, string>> drmCards,
-        IReadOnlyList<KeyValuePair<string, string>> videoDevices, Dictionary<string, string>? config)
+        Lazy<IReadOnlyList<KeyValuePair<string, string>>> videoDevices, Dictionary<string, string>? config)
     {
         DrmCards = drmCards;
-        VideoDevices = videoDevices;
+        _videoDevices = videoDevices;
         DeviceRoot = deviceRoot;
         HasMemfd = hasMemfd;
         DmaHeaps = heaps;
@@ -46,9 +47,10 @@ public sealed class LinuxFeatures
     /// <summary>
     /// The V4L2 video nodes that answered <c>VIDIOC_QUERYCAP</c>, in node order: each node's path and its driver's name
     /// (e.g. <c>/dev/video0</c> and <c>vivid</c>). One driver usually has several nodes (capture, output, metadata).
-    /// Nodes this process cannot open are left out.
+    /// Nodes this process cannot open are left out. Asked on first use, not by <see cref="Probe"/>: opening a camera's
+    /// node can power it up, so only a caller that wants V4L2 pays for it.
     /// </summary>
-    public IReadOnlyList<KeyValuePair<string, string>> VideoDevices { get; }
+    public IReadOnlyList<KeyValuePair<string, string>> VideoDevices => _videoDevices.Value;
 
     /// <summary>The node of heap <paramref name="heapName"/>.</summary>
     public string DmaHeapNode(string heapName) => Path.Combine(DeviceRoot, "dma_heap", heapName);
@@ -78,7 +80,7 @@ public sealed class LinuxFeatures
             : [];
         bool udmabuf = File.Exists(Path.Combine(deviceRoot, "udmabuf"));
         return new LinuxFeatures(
-            deviceRoot, memfd, heaps, udmabuf, ProbeDrmCards(Path.Combine(deviceRoot, "dri")), ProbeVideoDevices(deviceRoot), ReadKernelConfig());
+            deviceRoot, memfd, heaps, udmabuf, ProbeDrmCards(Path.Combine(deviceRoot, "dri")), new Lazy<IReadOnlyList<KeyValuePair<string, string>>>(() => ProbeVideoDevices(deviceRoot)), ReadKernelConfig());
     }
 
     /// <summary>Whether heap <paramref name="heapName"/> exists.</summary>
