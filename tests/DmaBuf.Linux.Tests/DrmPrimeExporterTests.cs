@@ -75,6 +75,39 @@ public sealed class DrmPrimeExporterTests : IDisposable
         Assert.Equal("/dmabuf:prime-name", Interop.Libc.FdLinkTarget(handle.Buffer.GetLinuxBuffer().Fd));
     }
 
+    [Fact]
+    public void WhatOneImportWritesInsideSyncBrackets_ASecondImportReads()
+    {
+        const long size = 256 * 1024;
+        using DmaBufHandle exported = Exporter.Allocate(size, "round-trip");
+        SafeFdHandle fd = exported.Buffer.GetLinuxBuffer().Fd;
+        var writerSide = new ImportCache(new MmapCache(), new BufferRegistry());
+        var readerSide = new ImportCache(new MmapCache(), new BufferRegistry());
+        using DmaBufHandle writer = writerSide.Import(Interop.Libc.Duplicate(fd), size);
+        using DmaBufHandle reader = readerSide.Import(Interop.Libc.Duplicate(fd), size);
+        byte[] expected = new byte[size];
+        TestPeer.Pattern.Fill(expected, 11);
+
+        using (CpuMapping w = writer.MapCpu())
+        {
+            writer.BeginCpuAccess(CpuAccess.Write);
+            expected.CopyTo(w.Span);
+            writer.EndCpuAccess(CpuAccess.Write);
+        }
+
+        using CpuMapping r = reader.MapCpu();
+        reader.BeginCpuAccess(CpuAccess.Read);
+        bool same = r.Span.SequenceEqual(expected);
+        reader.EndCpuAccess(CpuAccess.Read);
+
+        Assert.True(same, "the second import does not read what the first wrote");
+        Assert.NotSame(writer.Buffer, reader.Buffer); // two importers, each with its own object and its own mmap
+        Assert.Equal((1L, 1L), (writerSide.Cache.Statistics.MapCalls, readerSide.Cache.Statistics.MapCalls));
+        Assert.All(new[] { writer, reader }, h => Assert.Equal(LinuxBufferKind.DmaBuf, h.Buffer.GetLinuxBuffer().Kind));
+        Assert.Equal(exported.Buffer.GetLinuxBuffer().Identity, reader.Buffer.GetLinuxBuffer().Identity);
+        Assert.Equal(Exporter.GemHandleOf(exported), Exporter.ImportHandle(reader.Buffer.GetLinuxBuffer().Fd));
+    }
+
     [Theory]
     [InlineData(0x0UL)] // START with no direction
     [InlineData(0x4UL)] // END with no direction
