@@ -109,7 +109,7 @@ public sealed class ShareCommandTests
     {
         if (LinuxFeatures.Probe().DrmCardNode("vgem") is not null)
         {
-            return; // ShareKernelTests runs it for real
+            Assert.Skip("This machine has a vgem card, so share over it works: ShareKernelTests runs it.");
         }
 
         (int code, _, string errors) = Run("share", "--exporter", "drm-prime");
