@@ -12,7 +12,7 @@ namespace DmaBuf.Linux.Tests;
 [Trait(KernelRequirement.Trait, "vgem")]
 public sealed class DmaBufCrossProcessTests : IDisposable
 {
-    private static readonly TimeSpan s_patience = TimeSpan.FromSeconds(60); // hang guards only (the guest is slow)
+    private static readonly TimeSpan s_patience = TimeSpan.FromSeconds(120); // hang guards only (the guest is slow)
     private readonly DrmPrimeExporter _exporter = KernelRequirement.Vgem();
 
     public void Dispose() => _exporter.Dispose();
