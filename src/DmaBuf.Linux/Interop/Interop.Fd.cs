@@ -125,35 +125,6 @@ internal static partial class Interop
         /// Waits until <paramref name="fd"/> is readable (or hung up) or <paramref name="timeoutMs"/> passes (-1: forever).
         /// Returns false on timeout. Retries on EINTR with the full timeout (callers' timeouts are safety nets, not clocks).
         /// </summary>
-        internal static unsafe bool PollReadable(SafeFdHandle fd, int timeoutMs)
-        {
-            bool added = false;
-            try
-            {
-                fd.DangerousAddRef(ref added);
-                var p = new pollfd { fd = (int)fd.DangerousGetHandle(), events = POLLIN };
-                while (true)
-                {
-                    int r = poll(&p, 1, timeoutMs);
-                    if (r >= 0)
-                    {
-                        return r > 0;
-                    }
-
-                    int errno = LastErrno;
-                    if (errno != EINTR)
-                    {
-                        throw GetExceptionForErrno(errno, "poll");
-                    }
-                }
-            }
-            finally
-            {
-                if (added)
-                {
-                    fd.DangerousRelease();
-                }
-            }
-        }
+        internal static bool PollReadable(SafeFdHandle fd, int timeoutMs) => Poll(fd, POLLIN, timeoutMs) != 0;
     }
 }
