@@ -148,19 +148,9 @@ public sealed class LinuxFeatures
     public string RequireDrmDriver(string driverName)
     {
         ArgumentException.ThrowIfNullOrEmpty(driverName);
-        string? node = DrmCardNode(driverName);
-        if (node is not null)
-        {
-            return node;
-        }
-
-        string provider = driverName == "vgem"
-            ? $"the vgem module (modprobe vgem; the kernel option CONFIG_DRM_VGEM{ConfigNote("CONFIG_DRM_VGEM")})"
-            : $"a DRM driver named '{driverName}' (the DRM core needs CONFIG_DRM{ConfigNote("CONFIG_DRM")})";
-        string present = DrmCards.Count == 0
-            ? "no DRM cards are present"
-            : "present cards: " + string.Join(", ", DrmCards.Select(c => $"{c.Key} ({c.Value})"));
-        throw new FeatureNotAvailableException($"DRM driver '{driverName}' ({present})", Path.Combine(DeviceRoot, "dri", "card*"), provider);
+        return DrmCardNode(driverName) ?? throw DriverMissing(
+            "DRM driver", "DRM cards", driverName, DrmCards, Path.Combine(DeviceRoot, "dri", "card*"),
+            ("vgem", "CONFIG_DRM_VGEM"), ("DRM", "CONFIG_DRM"));
     }
 
     /// <summary>Throws unless a V4L2 video node driven by <paramref name="driverName"/> exists; returns the first one.</summary>
@@ -168,19 +158,9 @@ public sealed class LinuxFeatures
     public string RequireV4l2Driver(string driverName)
     {
         ArgumentException.ThrowIfNullOrEmpty(driverName);
-        string? node = V4l2DeviceNodes(driverName).FirstOrDefault();
-        if (node is not null)
-        {
-            return node;
-        }
-
-        string provider = driverName == "vivid"
-            ? $"the vivid module (modprobe vivid; the kernel option CONFIG_VIDEO_VIVID{ConfigNote("CONFIG_VIDEO_VIVID")})"
-            : $"a V4L2 driver named '{driverName}' (the V4L2 core needs CONFIG_VIDEO_DEV{ConfigNote("CONFIG_VIDEO_DEV")})";
-        string present = VideoDevices.Count == 0
-            ? "no video devices are present"
-            : "present video devices: " + string.Join(", ", VideoDevices.Select(d => $"{d.Key} ({d.Value})"));
-        throw new FeatureNotAvailableException($"V4L2 driver '{driverName}' ({present})", Path.Combine(DeviceRoot, "video*"), provider);
+        return V4l2DeviceNodes(driverName).FirstOrDefault() ?? throw DriverMissing(
+            "V4L2 driver", "video devices", driverName, VideoDevices, Path.Combine(DeviceRoot, "video*"),
+            ("vivid", "CONFIG_VIDEO_VIVID"), ("V4L2", "CONFIG_VIDEO_DEV"));
     }
 
     /// <inheritdoc/>
@@ -189,6 +169,24 @@ public sealed class LinuxFeatures
         $"udmabuf: {(HasUdmabuf ? "yes" : "no")}; DRM cards: " +
         (DrmCards.Count == 0 ? "none" : string.Join(", ", DrmCards.Select(c => $"{Path.GetFileName(c.Key)} ({c.Value})"))) + "; video devices: " +
         (VideoDevices.Count == 0 ? "none" : string.Join(", ", VideoDevices.Select(d => $"{Path.GetFileName(d.Key)} ({d.Value})")));
+
+    /// <summary>
+    /// The error for a device driver with no node here: which nodes are present and what provides the driver — the
+    /// module and its kernel option for the test driver we know (<paramref name="known"/>), the subsystem's core option
+    /// otherwise.
+    /// </summary>
+    private FeatureNotAvailableException DriverMissing(
+        string what, string nodesName, string driverName, IReadOnlyList<KeyValuePair<string, string>> nodes, string pattern,
+        (string Module, string Option) known, (string Subsystem, string Option) core)
+    {
+        string provider = driverName == known.Module
+            ? $"the {known.Module} module (modprobe {known.Module}; the kernel option {known.Option}{ConfigNote(known.Option)})"
+            : $"a {core.Subsystem} driver named '{driverName}' (the {core.Subsystem} core needs {core.Option}{ConfigNote(core.Option)})";
+        string present = nodes.Count == 0
+            ? $"no {nodesName} are present"
+            : $"present {nodesName}: " + string.Join(", ", nodes.Select(n => $"{n.Key} ({n.Value})"));
+        return new FeatureNotAvailableException($"{what} '{driverName}' ({present})", pattern, provider);
+    }
 
     /// <summary>Asks every <c>card*</c> node under <paramref name="driDir"/> for its driver's name.</summary>
     private static List<KeyValuePair<string, string>> ProbeDrmCards(string driDir)

@@ -12,12 +12,23 @@ public sealed class CrossProcessTests
     [Fact]
     public void SentBuffer_KeepsItsIdentity_AndThePeerReadsOurBytesInPlace()
     {
+        var exporter = new MemfdExporter(new MmapCache());
+        using DmaBufHandle buffer = exporter.Allocate(Size, "shared");
+
+        AssertPeerSeesOurBytesInPlace(buffer, LinuxBufferKind.Memfd, s_patience);
+    }
+
+    /// <summary>
+    /// Sends <paramref name="buffer"/> twice to a receiving peer process, rewriting it in between, and asserts that the
+    /// peer saw our identity, imported it as <paramref name="kind"/> once (one descriptor, one object) and read both
+    /// contents in place: no copy was made.
+    /// </summary>
+    internal static void AssertPeerSeesOurBytesInPlace(DmaBufHandle buffer, LinuxBufferKind kind, TimeSpan patience)
+    {
         string name = ProcessResources.UniqueSocketName("identity");
         using BufferChannelListener listener = BufferChannelListener.Listen(name);
         using PeerProcess peer = PeerProcess.Start("receive", name);
-        var exporter = new MemfdExporter(new MmapCache());
-        using DmaBufHandle buffer = exporter.Allocate(Size, "shared");
-        using BufferChannel channel = listener.Accept(s_patience);
+        using BufferChannel channel = listener.Accept(patience);
         peer.Expect("READY");
         FileIdentity ours = buffer.Buffer.GetLinuxBuffer().Identity;
 
@@ -29,10 +40,13 @@ public sealed class CrossProcessTests
         string[] second = peer.Expect("RECV");
 
         Assert.Equal(peer.Id, channel.Peer.ProcessId);
+        Assert.Equal(kind, buffer.Buffer.GetLinuxBuffer().Kind);
+        Assert.Equal(kind.ToString(), first[7]); // what the peer imported it as
         Assert.Equal(ours.Device.ToString(CultureInfo.InvariantCulture), first[2]);
         Assert.Equal(ours.Inode.ToString(CultureInfo.InvariantCulture), first[3]);
         Assert.Equal(firstSum.ToString(CultureInfo.InvariantCulture), first[6]);
         Assert.Equal(secondSum.ToString(CultureInfo.InvariantCulture), second[6]);
+        Assert.NotEqual(first[6], second[6]);
         Assert.Equal(["1", "0"], new[] { first[4], second[4] }); // the descriptor went once
         Assert.Equal(first[5], second[5]); // one imported object in the peer
         Assert.Equal(1, channel.Statistics.FdsSent);

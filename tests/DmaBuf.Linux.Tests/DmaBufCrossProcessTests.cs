@@ -20,35 +20,9 @@ public sealed class DmaBufCrossProcessTests : IDisposable
     [Fact]
     public void SentDmaBuf_KeepsItsIdentityInThePeer_AndThePeerReadsOurBytesInPlace()
     {
-        string socket = ProcessResources.UniqueSocketName("dma-buf-identity");
-        using BufferChannelListener listener = BufferChannelListener.Listen(socket);
-        using PeerProcess peer = PeerProcess.Start("receive", socket);
         using DmaBufHandle buffer = _exporter.Allocate(CrossProcessTests.Size, "sent-frame");
-        using BufferChannel channel = listener.Accept(s_patience);
-        peer.Expect("READY");
-        FileIdentity ours = buffer.Buffer.GetLinuxBuffer().Identity;
 
-        ulong firstSum = CrossProcessTests.Fill(buffer, 7);
-        channel.SendBuffer(buffer);
-        string[] first = peer.Expect("RECV");
-        ulong secondSum = CrossProcessTests.Fill(buffer, 8); // the peer maps the same pages: it must see these bytes
-        channel.SendBuffer(buffer);
-        string[] second = peer.Expect("RECV");
-
-        Assert.Equal(LinuxBufferKind.DmaBuf, buffer.Buffer.GetLinuxBuffer().Kind);
-        Assert.Equal("DmaBuf", first[7]); // the peer imported it as a dma-buf, not as a memfd
-        Assert.Equal(ours.Device.ToString(CultureInfo.InvariantCulture), first[2]);
-        Assert.Equal(ours.Inode.ToString(CultureInfo.InvariantCulture), first[3]);
-        Assert.Equal(firstSum.ToString(CultureInfo.InvariantCulture), first[6]);
-        Assert.Equal(secondSum.ToString(CultureInfo.InvariantCulture), second[6]);
-        Assert.NotEqual(first[6], second[6]);
-        Assert.Equal(["1", "0"], new[] { first[4], second[4] }); // the descriptor went once
-        Assert.Equal(first[5], second[5]); // one imported object in the peer
-        Assert.Equal(1, channel.Statistics.FdsSent);
-
-        channel.Dispose();
-        peer.Expect("END");
-        Assert.Equal(0, peer.WaitForExit());
+        CrossProcessTests.AssertPeerSeesOurBytesInPlace(buffer, LinuxBufferKind.DmaBuf, s_patience);
     }
 
     [Fact]
