@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace DmaBuf.Simulation;
 
 // A 4-level IO page table in the shape of the Arm LPAE / VT-d second-level format with a 4 KiB granule: 48-bit IOVA,
@@ -47,14 +49,44 @@ internal sealed class IoPageTable
     /// <summary>
     /// Maps <paramref name="pages"/> pages from <paramref name="iova"/> to the physically contiguous run at
     /// <paramref name="physAddr"/>, with a 2 MiB block wherever both addresses are 2 MiB aligned and a whole block
-    /// remains, 4 KiB pages elsewhere. Returns the leaf entries written.
+    /// remains, 4 KiB pages elsewhere. Returns the leaf entries written. All or nothing: when a write fails part way
+    /// (an overlap, or <paramref name="faults"/> says so), the entries this call wrote are cleared before it throws.
     /// </summary>
-    public long Map(ulong iova, ulong physAddr, long pages, IommuPermissions permissions)
+    /// <exception cref="DmaMappingException">An injected page-table write failure.</exception>
+    /// <exception cref="InvalidOperationException">Part of the range is already mapped.</exception>
+    public long Map(ulong iova, ulong physAddr, long pages, IommuPermissions permissions, Func<SimFaultSite, bool>? faults = null)
+    {
+        ulong start = iova;
+        long before = LeafEntries;
+        try
+        {
+            return MapCore(ref iova, physAddr, pages, permissions, faults);
+        }
+        catch
+        {
+            // Clear what this call wrote: the pages from start up to where it stopped.
+            long done = (long)((iova - start) >> PhysicalMemory.PageShift);
+            if (done > 0)
+            {
+                Unmap(start, done);
+            }
+
+            Debug.Assert(LeafEntries == before, "a failed map left leaf entries behind");
+            throw;
+        }
+    }
+
+    private long MapCore(ref ulong iova, ulong physAddr, long pages, IommuPermissions permissions, Func<SimFaultSite, bool>? faults)
     {
         ulong perm = PermissionBits(permissions);
         long written = 0;
         while (pages > 0)
         {
+            if (faults?.Invoke(SimFaultSite.PageTableWrite) == true)
+            {
+                throw new DmaMappingException($"IOVA 0x{iova:x}: page-table write failed (no page-table memory).");
+            }
+
             int l2Slot = Descend(iova, create: true);
             ulong[] l2 = _tables[l2Slot];
             int i2 = Index(iova, 2);
@@ -75,6 +107,7 @@ internal sealed class IoPageTable
                 l2[i2] = physAddr | perm | Valid;
                 _counts[l2Slot]++;
                 written++;
+                LeafEntries++;
                 iova += BlockSize;
                 physAddr += BlockSize;
                 pages -= PagesPerBlock;
@@ -86,28 +119,26 @@ internal sealed class IoPageTable
             int i3 = Index(iova, 3);
             int n = (int)Math.Min(pages, Entries - i3);
             ulong entry = physAddr | perm | Valid | TableOrPage;
-            ulong occupied = 0;
             Span<ulong> run = l3.Slice(i3, n);
+            if (run.IndexOfAnyExcept(0UL) >= 0)
+            {
+                throw Overlap(iova); // checked before writing: another mapping's entries are never overwritten
+            }
+
             for (int k = 0; k < run.Length; k++)
             {
-                occupied |= run[k];
                 run[k] = entry;
                 entry += PhysicalMemory.PageSize;
             }
 
-            if (occupied != 0)
-            {
-                throw Overlap(iova);
-            }
-
             _counts[l3Slot] += n;
             written += n;
+            LeafEntries += n;
             iova += (ulong)n << PhysicalMemory.PageShift;
             physAddr += (ulong)n << PhysicalMemory.PageShift;
             pages -= n;
         }
 
-        LeafEntries += written;
         return written;
     }
 

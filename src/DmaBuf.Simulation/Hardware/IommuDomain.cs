@@ -152,26 +152,60 @@ public sealed class IommuDomain : ISimAddressSpace
     /// <inheritdoc/>
     public IReadOnlyList<DmaFault> Faults => _faults;
 
+    /// <summary>
+    /// Fault injection: asked under the domain lock before each IOVA allocation (<see cref="SimFaultSite.IovaAllocation"/>)
+    /// and before each page-table write of a map (<see cref="SimFaultSite.PageTableWrite"/>); when it returns true that
+    /// step fails and <see cref="Map"/> throws <see cref="DmaMappingException"/> after undoing every earlier step. Null
+    /// (the default) never fails.
+    /// </summary>
+    public Func<SimFaultSite, bool>? FaultInjection { get; set; }
+
+    /// <summary>IOVA ranges held now: by live mappings and by unmapped ranges waiting for the lazy flush.</summary>
+    public int IovaRangesHeld
+    {
+        get
+        {
+            using OrderedLock.Scope scope = _lock.Enter();
+            return _iova.RangesInTree - _iova.CachedRanges;
+        }
+    }
+
     internal IoPageTable PageTable => _table;
 
     internal IovaAllocator IovaAllocator => _iova;
 
     /// <inheritdoc/>
-    /// <remarks>Charges <c>MapCallNs</c> + the IOVA allocation (cached or not) + <c>PteWriteNs</c> per leaf entry.</remarks>
-    /// <exception cref="DmaMappingException">A run is not page aligned or not memory, or the IOVA space is full.</exception>
+    /// <remarks>
+    /// Charges <c>MapCallNs</c> + the IOVA allocation (cached or not) + <c>PteWriteNs</c> per leaf entry. All or nothing
+    /// (design rule 11): a map that fails after allocating its IOVA or writing some entries clears those entries, drops
+    /// the reach it added and frees the IOVA before it throws; no device can have used the entries meanwhile, because
+    /// DMA translation takes the domain lock the map holds.
+    /// </remarks>
+    /// <exception cref="DmaMappingException">
+    /// A run is not page aligned or not memory, the IOVA space is full, or a page-table write failed.
+    /// </exception>
     public ScatterTable Map(ScatterTable physical, DmaDirection direction)
     {
         ArgumentNullException.ThrowIfNull(physical);
-        long cost;
-        ScatterTable result;
-        using (_lock.Enter())
+        long cost = 0;
+        try
         {
-            result = MapLocked(physical, direction, out cost);
-            AssertInvariants();
+            using (_lock.Enter())
+            {
+                try
+                {
+                    return MapLocked(physical, direction, ref cost);
+                }
+                finally
+                {
+                    AssertInvariants();
+                }
+            }
         }
-
-        _clock.Charge(cost);
-        return result;
+        finally
+        {
+            _clock.Charge(cost); // a failed map still spent the time of what it did and undid
+        }
     }
 
     /// <inheritdoc/>
@@ -277,7 +311,7 @@ public sealed class IommuDomain : ISimAddressSpace
     /// <inheritdoc/>
     public override string ToString() => $"{Name} (ASID {Asid} on {_unit.Name})";
 
-    private ScatterTable MapLocked(ScatterTable physical, DmaDirection direction, out long cost)
+    private ScatterTable MapLocked(ScatterTable physical, DmaDirection direction, ref long cost)
     {
         ScatterTable runs = physical.Coalesced();
         ReadOnlySpan<ScatterSegment> segments = runs.Segments;
@@ -298,39 +332,69 @@ public sealed class IommuDomain : ISimAddressSpace
             pages += (s.Length + PageMask) >> PhysicalMemory.PageShift;
         }
 
-        if (!_iova.TryAllocate(pages, out ulong iovaPfn, out bool cacheHit))
+        Func<SimFaultSite, bool>? faults = FaultInjection;
+        if (faults?.Invoke(SimFaultSite.IovaAllocation) == true || !_iova.TryAllocate(pages, out ulong iovaPfn, out bool cacheHit))
         {
             throw new DmaMappingException($"{Name}: no IOVA space left for {pages} pages.");
         }
 
-        ulong iova = iovaPfn << PhysicalMemory.PageShift;
-        IommuPermissions permissions = direction == DmaDirection.ToDevice ? IommuPermissions.Read : IommuPermissions.ReadWrite;
-        long entries = 0;
-        ulong at = iova;
-        for (int i = 0; i < segments.Length; i++)
-        {
-            ulong address = segments[i].Address;
-            long n = (long)((segments[i].Length + PageMask) >> PhysicalMemory.PageShift);
-            entries += _table.Map(at, address, n, permissions);
-            _memory.AddReach(address >> PhysicalMemory.PageShift, n);
-            at += (ulong)n << PhysicalMemory.PageShift;
-        }
-
-        var result = ScatterTable.Single(iova, physical.TotalLength);
-        _live.Add(iova, new Mapping(iova, pages, physical.TotalLength, runs, entries, direction));
-        _entriesHeld += entries;
-
-        cost = _mapCallNs + (cacheHit ? _iovaCachedAllocNs : _iovaAllocNs) + (entries * _pteWriteNs);
-        _stats.MapCalls++;
-        _stats.PagesMapped += entries;
         _stats.IovaAllocs++;
         if (cacheHit)
         {
             _stats.IovaCacheHits++;
         }
 
+        ulong iova = iovaPfn << PhysicalMemory.PageShift;
+        IommuPermissions permissions = direction == DmaDirection.ToDevice ? IommuPermissions.Read : IommuPermissions.ReadWrite;
+        long entries = 0;
+        ulong at = iova;
+        int reached = 0; // segments whose entries are written and whose pages carry our reach
+        cost = _mapCallNs + (cacheHit ? _iovaCachedAllocNs : _iovaAllocNs);
+        try
+        {
+            for (; reached < segments.Length; reached++)
+            {
+                ulong address = segments[reached].Address;
+                long n = (long)((segments[reached].Length + PageMask) >> PhysicalMemory.PageShift);
+                long written = _table.Map(at, address, n, permissions, faults); // all or nothing for its own run
+                entries += written;
+                _stats.PagesMapped += written;
+                _memory.AddReach(address >> PhysicalMemory.PageShift, n);
+                at += (ulong)n << PhysicalMemory.PageShift;
+            }
+        }
+        catch
+        {
+            cost += entries * _pteWriteNs;
+            cost += UnwindFailedMap(iova, iovaPfn, pages, segments[..reached], at);
+            _stats.MappingNs += cost;
+            throw;
+        }
+
+        var result = ScatterTable.Single(iova, physical.TotalLength);
+        _live.Add(iova, new Mapping(iova, pages, physical.TotalLength, runs, entries, direction));
+        _entriesHeld += entries;
+
+        cost += entries * _pteWriteNs;
+        _stats.MapCalls++;
         _stats.MappingNs += cost;
         return result;
+    }
+
+    // Undoes a map that failed part way: clears the entries of the segments already written (the failing segment's own
+    // entries were cleared by the page table), drops their reach and frees the IOVA. Returns the cost of the undo.
+    private long UnwindFailedMap(ulong iova, ulong iovaPfn, ulong pages, ReadOnlySpan<ScatterSegment> reached, ulong end)
+    {
+        long cleared = end > iova ? _table.Unmap(iova, (long)((end - iova) >> PhysicalMemory.PageShift)) : 0;
+        _stats.PagesUnmapped += cleared;
+        foreach (ScatterSegment s in reached)
+        {
+            _memory.RemoveReach(s.Address >> PhysicalMemory.PageShift, (long)((s.Length + PageMask) >> PhysicalMemory.PageShift));
+        }
+
+        _iova.Free(iovaPfn, pages);
+        _stats.IovaFrees++;
+        return (cleared * _pteClearNs) + _iovaFreeNs;
     }
 
     private long UnmapLocked(ScatterTable mapped, DmaDirection direction)

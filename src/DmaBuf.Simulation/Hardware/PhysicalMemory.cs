@@ -1,6 +1,8 @@
 // Ownership: PhysicalMemory owns every page frame. TryAllocate/TryAllocateContiguous hand a block to the caller, who
 // gives it back with the matching Free/FreeContiguous exactly once. Freeing does not always return the pages at once:
 // a page a device can still reach (reach count > 0) stays FreePending until the IOMMU drops its reach (design rule 8).
+// Hygiene (design rule 12): a block is zeroed when handed out, poisoned when it goes back, and the CPU caches over this
+// memory drop their lines of it both times, so nothing of one owner is readable by the next.
 using System.Diagnostics;
 
 namespace DmaBuf.Simulation;
@@ -18,8 +20,10 @@ namespace DmaBuf.Simulation;
 /// </para>
 /// <para>
 /// Bytes are allocated lazily per 2 MiB chunk, on the first write, poison or <see cref="PageBytes"/> of a page in it.
-/// Freshly allocated pages hold whatever was there: zeroes for memory never used, the poison for freed memory.
-/// Callers that need zeroes clear the pages.
+/// Pages are handed out zeroed, as Linux's heaps hand them out (<c>__GFP_ZERO</c>, <c>clear_page</c>), and freed
+/// pages are poisoned: a read of freed memory sees the poison and is counted, never a zero that looks like a fresh
+/// buffer. Every <see cref="CpuCache"/> over this memory loses its lines of a block when the block is allocated and when
+/// it is freed, so neither a clean line (old bytes) nor a dirty one (old writes, cleaned later) reaches the next owner.
 /// </para>
 /// <para>
 /// Reach counts: the IOMMU adds reach when a page-table entry makes a page reachable by a device and removes it when no
@@ -65,6 +69,7 @@ public sealed class PhysicalMemory
     private readonly long[] _freeBlocks = new long[MaxOrder + 1];
     private readonly byte[]?[] _chunks;
     private readonly Dictionary<int, int> _contiguousRuns = [];
+    private readonly List<CpuCache> _caches = [];
     private SplitMix64 _random;
 
     /// <summary>Creates the memory with every page free.</summary>
@@ -165,6 +170,13 @@ public sealed class PhysicalMemory
     /// <summary>Bytes of page contents actually allocated (2 MiB chunks touched so far).</summary>
     public long BackingBytes { get; private set; }
 
+    /// <summary>
+    /// Fault injection: asked before every allocation (<see cref="SimFaultSite.PageAllocation"/> for
+    /// <see cref="TryAllocate"/>, <see cref="SimFaultSite.ContiguousAllocation"/> for <see cref="TryAllocateContiguous"/>);
+    /// when it returns true the allocation fails as if memory were exhausted. Null (the default) never fails.
+    /// </summary>
+    public Func<SimFaultSite, bool>? FaultInjection { get; set; }
+
     /// <summary>Free blocks of exactly <paramref name="order"/> in the buddy allocator.</summary>
     public long FreeBlockCount(int order)
     {
@@ -179,6 +191,12 @@ public sealed class PhysicalMemory
     {
         ArgumentOutOfRangeException.ThrowIfNegative(order);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(order, MaxOrder);
+        if (FaultInjection?.Invoke(SimFaultSite.PageAllocation) == true)
+        {
+            pfn = 0;
+            return false;
+        }
+
         int o = order;
         while (o <= MaxOrder && _freeHead[o] == None)
         {
@@ -205,6 +223,7 @@ public sealed class PhysicalMemory
         _state.AsSpan(index, pages).Fill((byte)PageState.Allocated);
         FreePages -= pages;
         AllocatedPages += pages;
+        HandOut(index, pages);
         pfn = FirstPfn + (ulong)index;
         return true;
     }
@@ -234,6 +253,12 @@ public sealed class PhysicalMemory
     public bool TryAllocateContiguous(long pages, out ulong pfn)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(pages);
+        if (FaultInjection?.Invoke(SimFaultSite.ContiguousAllocation) == true)
+        {
+            pfn = 0;
+            return false;
+        }
+
         int run = 0;
         for (int i = _buddyPages; i < _totalPages; i++)
         {
@@ -250,6 +275,7 @@ public sealed class PhysicalMemory
                 _contiguousRuns.Add(start, run);
                 FreePages -= run;
                 AllocatedPages += run;
+                HandOut(start, run);
                 pfn = FirstPfn + (ulong)start;
                 return true;
             }
@@ -381,6 +407,34 @@ public sealed class PhysicalMemory
     public bool Contains(ulong physAddr, long length) =>
         physAddr >= BaseAddress && length >= 0 && physAddr - BaseAddress + (ulong)length <= (ulong)_totalPages << PageShift;
 
+    /// <summary>Registers a CPU cache over this memory: it loses its lines of every block allocated or freed.</summary>
+    internal void AddCache(CpuCache cache) => _caches.Add(cache);
+
+    /// <summary>Counts a CPU access served by a cache line, as a memory access to that page would be counted.</summary>
+    internal void CountCachedAccess(ulong pfn) => CountAccess(IndexOf(pfn, 1));
+
+    // A block goes to a new owner: no line of the old one in any CPU cache, and zeroes in memory.
+    private void HandOut(int start, int pages)
+    {
+        DiscardCachedLines(start, pages);
+        int end = start + pages;
+        for (int i = start; i < end;)
+        {
+            int chunkEnd = Math.Min(end, (i & ~(ChunkPages - 1)) + ChunkPages);
+            byte[]? chunk = _chunks[i >> ChunkShift];
+            chunk?.AsSpan((i & (ChunkPages - 1)) << PageShift, (chunkEnd - i) << PageShift).Clear(); // untouched chunks are zero
+            i = chunkEnd;
+        }
+    }
+
+    private void DiscardCachedLines(int start, int pages)
+    {
+        foreach (CpuCache cache in _caches)
+        {
+            cache.DiscardPages(FirstPfn + (ulong)start, pages);
+        }
+    }
+
     private void CountAccess(int index)
     {
         byte state = _state[index];
@@ -399,6 +453,9 @@ public sealed class PhysicalMemory
 
     private void ReleaseOwned(int start, int pages, int order)
     {
+        // The owner let go: its lines, clean or dirty, are dropped, so a later CPU touch is a counted miss on a freed
+        // page and a dirty line can never be written back into the next owner's buffer.
+        DiscardCachedLines(start, pages);
         AllocatedPages -= pages;
         bool reachable = false;
         if (_deferFreeWhileReachable)

@@ -46,9 +46,15 @@ public sealed class DeviceLocalHeap : SimHeap
         long pages = buffer.Size >> PhysicalMemory.PageShift;
         return buffer.Move(_ =>
         {
+            // All or nothing: if the new placement cannot be had, nothing has changed yet.
             HeapAllocation.Placement next = toDeviceMemory ? AllocateContiguousPlacement(pages) : AllocateScatteredPlacement(pages);
+
+            // The copy engine reads memory, not the CPU cache: write back what the CPU wrote so it moves with the buffer,
+            // then drop the old placement's lines so none of them serves or overwrites the pages' next owner.
+            CpuCache.Clean(allocation.Physical);
             Copy(allocation.Physical, next.Physical);
             HeapAllocation.Placement old = allocation.Swap(next);
+            CpuCache.Discard(old.Physical);
 
             // Runs after every importer let go of the old placement.
             return () => FreeBlocks(old.Blocks);

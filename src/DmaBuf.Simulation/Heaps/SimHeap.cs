@@ -15,6 +15,9 @@ public sealed class HeapAllocation
     internal HeapAllocation(ScatterTable physical, (ulong Pfn, long Pages, int Order)[] blocks) =>
         _current = new Placement(physical, blocks);
 
+    /// <summary>The heap that allocated it; set once, when its buffer is exported.</summary>
+    internal SimHeap? Heap { get; set; }
+
     /// <summary>The physical runs, in buffer order (one per allocated chunk).</summary>
     public ScatterTable Physical => Volatile.Read(ref _current).Physical;
 
@@ -47,6 +50,7 @@ public abstract class SimHeap : IDmaBufExporter
 {
     private long _liveBuffers;
     private long _releases;
+    private IDmaBufExporter _exportAs;
 
     /// <summary>Creates a heap over <paramref name="memory"/>; CPU access goes through <paramref name="cpuCache"/>.</summary>
     protected SimHeap(PhysicalMemory memory, BufferRegistry registry, CpuCache? cpuCache = null)
@@ -54,6 +58,19 @@ public abstract class SimHeap : IDmaBufExporter
         Memory = memory;
         Registry = registry;
         CpuCache = cpuCache ?? new CpuCache(memory);
+        _exportAs = this;
+    }
+
+    /// <summary>
+    /// The exporter new buffers are exported with (<see cref="DmaBuffer.Exporter"/>): the heap itself, or a decorator
+    /// that forwards every operation to it (fault injection, tracing). The heap recognises its buffers by their
+    /// <see cref="HeapAllocation"/>, so a decorator sees every call the framework makes. Buffers already exported keep
+    /// the exporter they were exported with.
+    /// </summary>
+    public IDmaBufExporter ExportAs
+    {
+        get => Volatile.Read(ref _exportAs);
+        set => Volatile.Write(ref _exportAs, value ?? throw new ArgumentNullException(nameof(value)));
     }
 
     /// <summary>The CPU cache CPU views go through.</summary>
@@ -92,12 +109,13 @@ public abstract class SimHeap : IDmaBufExporter
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(size);
         long pages = (size + PhysicalMemory.PageSize - 1) >> PhysicalMemory.PageShift;
         HeapAllocation allocation = AllocatePages(pages);
+        allocation.Heap = this;
         DmaBufHandle handle;
         try
         {
             handle = DmaBuffer.Export(new DmaBufExportInfo
             {
-                Exporter = this,
+                Exporter = ExportAs,
                 Size = pages << PhysicalMemory.PageShift,
                 ExporterPrivate = allocation,
                 Registry = Registry,
@@ -129,7 +147,8 @@ public abstract class SimHeap : IDmaBufExporter
     /// <exception cref="ArgumentException">The buffer is not from this heap.</exception>
     public HeapAllocation AllocationOf(DmaBuffer buffer)
     {
-        if (!ReferenceEquals(buffer.Exporter, this) || buffer.ExporterPrivate is not HeapAllocation a)
+        ArgumentNullException.ThrowIfNull(buffer);
+        if (buffer.ExporterPrivate is not HeapAllocation a || !ReferenceEquals(a.Heap, this))
         {
             throw new ArgumentException($"{buffer} was not exported by heap '{Name}'.", nameof(buffer));
         }

@@ -6,14 +6,25 @@ namespace DmaBuf.Simulation;
 /// memory only. So a CPU write is visible to a device only after a clean (end of CPU write access), and a device write
 /// is visible to the CPU only after an invalidate (begin of CPU read access) — a missing bracket shows up as stale data.
 /// </summary>
-/// <remarks>Lines are one page (4 KiB): coarser than real 64-byte lines, which only makes the hazards easier to hit.</remarks>
+/// <remarks>
+/// <para>Lines are one page (4 KiB): coarser than real 64-byte lines, which only makes the hazards easier to hit.</para>
+/// <para>The cache registers with its memory, which drops the cache's lines of a block whenever the block is allocated
+/// or freed (design rule 12): a new owner never reads a previous owner's bytes from a clean line, and a previous owner's
+/// dirty line is never written back into the new owner's buffer. Every access to a page that is not allocated is
+/// counted as memory counts it, whether a line serves it or not.</para>
+/// </remarks>
 public sealed class CpuCache
 {
     private readonly PhysicalMemory _memory;
     private readonly Dictionary<ulong, Line> _lines = [];
 
     /// <summary>Creates an empty cache over <paramref name="memory"/>.</summary>
-    public CpuCache(PhysicalMemory memory) => _memory = memory;
+    public CpuCache(PhysicalMemory memory)
+    {
+        ArgumentNullException.ThrowIfNull(memory);
+        _memory = memory;
+        memory.AddCache(this);
+    }
 
     /// <summary>Lines held.</summary>
     public int LineCount => _lines.Count;
@@ -74,9 +85,41 @@ public sealed class CpuCache
     /// <summary>Discards the range's lines without writing them back (the pages are being freed).</summary>
     public void Discard(ScatterTable physical) => ForEachLine(physical, (pfn, _) => _lines.Remove(pfn));
 
+    /// <summary>Discards the lines of <paramref name="pages"/> pages from <paramref name="pfn"/>; called by the memory.</summary>
+    internal void DiscardPages(ulong pfn, long pages)
+    {
+        if (_lines.Count == 0)
+        {
+            return;
+        }
+
+        if (pages > _lines.Count)
+        {
+            // A large block over a small cache: look at the lines, not at every page.
+            foreach (ulong p in _lines.Keys)
+            {
+                if (p - pfn < (ulong)pages)
+                {
+                    _lines.Remove(p);
+                }
+            }
+
+            return;
+        }
+
+        for (ulong p = pfn; p < pfn + (ulong)pages; p++)
+        {
+            _lines.Remove(p);
+        }
+    }
+
     private Line Fill(ulong pfn)
     {
-        if (!_lines.TryGetValue(pfn, out Line? line))
+        if (_lines.TryGetValue(pfn, out Line? line))
+        {
+            _memory.CountCachedAccess(pfn); // a hit on a freed page is still a use-after-free
+        }
+        else
         {
             line = new Line(new byte[PhysicalMemory.PageSize]);
             _memory.Read(pfn << PhysicalMemory.PageShift, line.Bytes);

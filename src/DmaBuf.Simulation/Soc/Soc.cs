@@ -178,6 +178,24 @@ public sealed class Soc
     /// <summary>The JPEG encoder: a second codec engine in the encoder's IOMMU group, with the same chain format.</summary>
     public SimDevice Jpeg => Devices.First(d => d.Name == "jpeg");
 
+    /// <summary>
+    /// Fault injection for the whole SoC: sets <see cref="PhysicalMemory.FaultInjection"/> of the memory (every heap's
+    /// allocations, a device-local move's new placement included) and <see cref="IommuDomain.FaultInjection"/> of every
+    /// domain. Null turns it off.
+    /// </summary>
+    public Func<SimFaultSite, bool>? FaultInjection
+    {
+        get => Memory.FaultInjection;
+        set
+        {
+            Memory.FaultInjection = value;
+            foreach (IommuDomain d in Domains)
+            {
+                d.FaultInjection = value;
+            }
+        }
+    }
+
     /// <summary>Runs every pending lazy flush now (teardown).</summary>
     public void FlushAll()
     {
