@@ -219,7 +219,8 @@ public sealed class ExporterFaultTests
 
         Assert.Contains(Flatten(e), x => x is InjectedFaultException);
         Assert.True(a.IsDetached);
-        Assert.Equal(DmaBufState.Released, buffer.State);
+        Assert.True(buffer.State == DmaBufState.Released,
+            $"after the exporter's {operation} threw in Dispose the buffer is {buffer.State}: {buffer.Attachments.Count} attachment(s) still listed, {buffer.ReferenceCount} reference(s)");
         Assert.Equal(1, rig.DeviceLocal.Faults.Calls(ExporterOperation.Release));
         rig.AssertNothingLeaked();
     }

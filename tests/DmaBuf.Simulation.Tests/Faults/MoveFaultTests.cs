@@ -37,7 +37,7 @@ public sealed class MoveFaultTests
             rig.Hardware.Heal();
             Assert.Same(placement, rig.Soc.DeviceLocalHeap.AllocationOf(buffer).Physical);
             Assert.False(entry.IsReleased, "a failed move released a metadata entry");
-            Assert.Equal(1, buffer.Metadata.Count);
+            Assert.True(buffer.Metadata.Count == 1, $"a failed move left {buffer.Metadata.Count} metadata entries of 1 (dropped without its release callback: entry released = {entry.IsReleased})");
             Assert.True(gpu.HasCachedMapping, "a failed move dropped a cached mapping");
             Assert.Equal(0, importer.Notifications);
             byte[] read = new byte[Size];
