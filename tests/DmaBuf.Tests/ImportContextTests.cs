@@ -74,9 +74,12 @@ public sealed class ImportContextTests
     public void Map_PerAddressSpace_OneMappingForEveryDeviceInTheDomain()
     {
         var shared = new TestAddressSpace();
-        using var vpu = new ImportContext(new TestDevice("vpu", shared), ImportMappingMode.PerAddressSpace);
-        using var display = new ImportContext(new TestDevice("display", shared), ImportMappingMode.PerAddressSpace);
-        using var other = new ImportContext(new TestDevice("camera", new TestAddressSpace()), ImportMappingMode.PerAddressSpace);
+        var otherSpace = new TestAddressSpace();
+        using var sharedCache = new SharedMappingCache(shared);
+        using var otherCache = new SharedMappingCache(otherSpace);
+        using var vpu = new ImportContext(new TestDevice("vpu", shared), sharedCache);
+        using var display = new ImportContext(new TestDevice("display", shared), sharedCache);
+        using var other = new ImportContext(new TestDevice("camera", otherSpace), otherCache);
         DmaBufHandle handle = Make.Buffer(new TestExporter());
 
         ScatterTable fromVpu, fromDisplay;
