@@ -67,6 +67,7 @@ public sealed class DmaBuffer
     // Release barrier (rule 10), all under the buffer lock: factories in flight, whether the release has released the
     // entries it found, and whether somebody has claimed its last step (exporter.Release).
     private int _creators;
+    private int _entryReleases;
     private bool _entriesReleased;
     private bool _finishClaimed;
     private long _placementGeneration;
@@ -298,9 +299,33 @@ public sealed class DmaBuffer
         }
     }
 
+    /// <summary>An entry was taken off the buffer for release (any path); the release waits until it completes.</summary>
+    internal void BeginEntryReleaseLocked()
+    {
+        Debug.Assert(Lock.IsHeldByCurrentThread);
+        _entryReleases++;
+    }
+
+    /// <summary>An entry's release completed; the last one out may finish a waiting release.</summary>
+    internal void EndEntryRelease()
+    {
+        bool finish;
+        using (OrderedLock.Scope scope = Lock.Enter())
+        {
+            Debug.Assert(_entryReleases > 0, "EndEntryRelease without BeginEntryReleaseLocked");
+            _entryReleases--;
+            finish = TryClaimFinishLocked();
+        }
+
+        if (finish)
+        {
+            FinishRelease();
+        }
+    }
+
     private bool TryClaimFinishLocked()
     {
-        if (!_entriesReleased || _finishClaimed || _creators != 0 || _attachments.Count != 0)
+        if (!_entriesReleased || _finishClaimed || _creators != 0 || _entryReleases != 0 || _attachments.Count != 0)
         {
             return false;
         }
@@ -349,8 +374,9 @@ public sealed class DmaBuffer
         Registry.Remove(this);
 
         // Cached state first, newest first, while the memory is still there; then the exporter frees it. Entries another
-        // path took first (an owner's teardown, an eviction) and factories still running finish on their own threads:
-        // the last of them out runs the exporter's release (rule 10), so no attachment made for a cache outlives us.
+        // path took first (an owner's teardown, an eviction), factories still running and the attachments they made
+        // finish on their own threads: the last of them out runs the exporter's release (rules 1 and 10), so no
+        // callback and no attachment made for a cache ever sees the memory freed under it.
         MetadataEntry[] entries;
         using (OrderedLock.Scope scope = Lock.Enter())
         {
@@ -501,6 +527,11 @@ public sealed class DmaBuffer
         if (_refCount < CountedAttachmentsLocked())
         {
             throw new InvalidOperationException($"{this}: {_attachments.Count} attachments but only {_refCount} references.");
+        }
+
+        if (_finishClaimed && (_attachments.Count != 0 || _creators != 0 || _entryReleases != 0))
+        {
+            throw new InvalidOperationException($"{this}: released with {_attachments.Count} attachments, {_creators} factories and {_entryReleases} entry releases in flight.");
         }
 
         foreach (DmaBufAttachment a in _attachments)

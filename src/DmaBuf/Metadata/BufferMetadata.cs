@@ -198,7 +198,7 @@ public sealed class BufferMetadata
             }
 
             _entries.Remove(e);
-            e.RevokeLocked();
+            e.ClaimLocked(_buffer);
             AssertInvariantsLocked();
         }
 
@@ -223,7 +223,7 @@ public sealed class BufferMetadata
             return false;
         }
 
-        entry.RevokeLocked();
+        entry.ClaimLocked(_buffer);
         AssertInvariantsLocked();
         return true;
     }
@@ -236,7 +236,7 @@ public sealed class BufferMetadata
         Array.Reverse(all);
         foreach (MetadataEntry e in all)
         {
-            e.RevokeLocked();
+            e.ClaimLocked(_buffer);
         }
 
         return all;
@@ -251,7 +251,7 @@ public sealed class BufferMetadata
             if (_entries[i].DependsOnPlacement)
             {
                 moved.Add(_entries[i]);
-                _entries[i].RevokeLocked();
+                _entries[i].ClaimLocked(_buffer);
                 _entries.RemoveAt(i);
             }
         }

@@ -15,6 +15,7 @@ internal abstract class MetadataEntry
     private readonly object _gate = new();
     private int _state;
     private int _releasingThread;
+    private DmaBuffer? _claimedFrom;
 
     protected MetadataEntry(DmaBuffer buffer, object key, MetadataOwner owner, bool dependsOnPlacement)
     {
@@ -48,6 +49,18 @@ internal abstract class MetadataEntry
     /// new mapping from now on, so a release or a move never races a map through it.
     /// </summary>
     public abstract void RevokeLocked();
+
+    /// <summary>
+    /// Buffer lock held: the entry is taken off <paramref name="buffer"/> for release. It is revoked, and the buffer
+    /// counts its release as in flight until it completes, so the buffer's own release waits for it (rules 1 and 10).
+    /// </summary>
+    public void ClaimLocked(DmaBuffer buffer)
+    {
+        System.Diagnostics.Debug.Assert(_claimedFrom is null, "an entry is taken off its buffer once");
+        _claimedFrom = buffer;
+        buffer.BeginEntryReleaseLocked();
+        RevokeLocked();
+    }
 
     /// <summary>
     /// Runs the release callback if nobody has yet (false if somebody did). Must be called with no framework lock held
@@ -85,6 +98,11 @@ internal abstract class MetadataEntry
                     Volatile.Write(ref _state, StateReleased);
                     Monitor.PulseAll(_gate);
                 }
+
+                // Last: this may be what lets the buffer's release finish, on this thread.
+                DmaBuffer? claimedFrom = _claimedFrom;
+                _claimedFrom = null;
+                claimedFrom?.EndEntryRelease();
             }
         }
 
