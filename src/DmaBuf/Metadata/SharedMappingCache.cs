@@ -61,8 +61,19 @@ public sealed class SharedMappingCache : MetadataOwner
     /// <summary>Mappings dropped because their buffer moved.</summary>
     public long Invalidations => Interlocked.Read(ref _invalidations);
 
-    /// <summary>Whether the cache evicts and fewer than one request in ten hits: its budget is smaller than the working set.</summary>
-    public bool IsThrashing => CacheStatistics.IsThrashing(Hits, Misses, Evictions);
+    /// <summary>
+    /// Whether at least every other miss evicted a mapping: the budget is smaller than the set of buffers in use, so each
+    /// is mapped again just after being dropped. (Unlike a per-importer cache, hits stay high while it thrashes: the
+    /// other devices of the space hit the mapping the first one just made.)
+    /// </summary>
+    public bool IsThrashing
+    {
+        get
+        {
+            long e = Evictions;
+            return e > 0 && e * 2 >= Misses;
+        }
+    }
 
     /// <summary>The mapping of <paramref name="buffer"/>, made through <paramref name="device"/> if there is none; returned in use.</summary>
     internal SharedMapping Acquire(DmaBuffer buffer, IDmaDevice device, out bool created)
