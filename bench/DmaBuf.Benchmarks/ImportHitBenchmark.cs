@@ -23,6 +23,7 @@ public class ImportHitBenchmark
     private DmaBufHandle _handle = null!;
     private ImportContext _perAttachment = null!;
     private ImportContext _perAddressSpace = null!;
+    private SharedMappingCache _sharedCache = null!;
     private ImportedBuffer _held = null!;
     private ImportedBuffer _heldShared = null!;
     private MetadataOwner _owner = null!;
@@ -35,7 +36,8 @@ public class ImportHitBenchmark
         _device = _soc.Display;
         _handle = _soc.SystemHeap.Allocate(FrameBytes, "frame");
         _perAttachment = new ImportContext(_device, ImportMappingMode.PerAttachment);
-        _perAddressSpace = new ImportContext(_device, ImportMappingMode.PerAddressSpace);
+        _sharedCache = new SharedMappingCache(_device.AddressSpace);
+        _perAddressSpace = new ImportContext(_device, _sharedCache);
         _owner = new MetadataOwner("bench driver");
 
         // The misses: first import and first map of each, so every measured call is a hit.
@@ -64,6 +66,7 @@ public class ImportHitBenchmark
         _heldShared.Dispose();
         _perAttachment.Dispose();
         _perAddressSpace.Dispose();
+        _sharedCache.Dispose();
         _owner.Dispose();
         _handle.Dispose();
     }
@@ -112,10 +115,6 @@ public class ImportHitBenchmark
     /// <summary>Component: the cached map of an import already in use, per address space.</summary>
     [Benchmark]
     public ScatterTable MapOnly_PerAddressSpace() => _heldShared.Map(DmaDirection.ToDevice);
-
-    /// <summary>Component: the per-address-space mode's owner lookup (a ConditionalWeakTable keyed by the domain).</summary>
-    [Benchmark]
-    public MetadataOwner DomainOwnerLookup() => ImportContext.DomainOwner(_device.AddressSpace);
 
     /// <summary>Component: one metadata lookup (buffer lock, scan of the entries) with nothing around it.</summary>
     [Benchmark]

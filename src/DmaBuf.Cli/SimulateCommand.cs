@@ -94,7 +94,7 @@ internal static class SimulateCommand
         });
         var budget = new Option<long?>("--cache-budget")
         {
-            Description = "Byte budget of each importer's mapping cache, e.g. 64M or 1G (exporter-cache). Unbounded by default.",
+            Description = "Byte budget of the mapping caches, e.g. 64M or 1G: per importer (exporter-cache), per address space (domain-share). Unbounded by default.",
             CustomParser = r =>
             {
                 if (ByteSize.TryParse(r.Tokens[0].Value, out long bytes) && bytes > 0)

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 
@@ -123,13 +124,33 @@ public sealed class BufferRegistry
     {
         using OrderedLock.Scope scope = _lock.Enter();
         _live.Add(buffer.Id, buffer);
+        AssertInvariantsLocked(buffer);
     }
 
     internal void Remove(DmaBuffer buffer)
     {
         using OrderedLock.Scope scope = _lock.Enter();
-        _live.Remove(buffer.Id);
+        bool removed = _live.Remove(buffer.Id);
+        Debug.Assert(removed, "a buffer leaves its registry once, at the start of its release");
         using OrderedLock.Scope bufferScope = buffer.Lock.Enter();
         buffer.MarkReleasingLocked();
+        AssertInvariantsLocked(buffer);
+    }
+
+    // Checks the buffer just changed, not the whole table: the registry may list tens of thousands of buffers.
+    [Conditional("DEBUG")]
+    private void AssertInvariantsLocked(DmaBuffer changed)
+    {
+        Debug.Assert(_lock.IsHeldByCurrentThread);
+        bool listed = _live.TryGetValue(changed.Id, out DmaBuffer? found);
+        if (listed && (!ReferenceEquals(found, changed) || changed.State != DmaBufState.Live))
+        {
+            throw new InvalidOperationException($"Registry '{Name}' lists id {changed.Id} as {found}, which is {found?.State}.");
+        }
+
+        if (!listed && changed.State == DmaBufState.Live && changed.ReferenceCount > 0)
+        {
+            throw new InvalidOperationException($"Registry '{Name}' lost live {changed}.");
+        }
     }
 }

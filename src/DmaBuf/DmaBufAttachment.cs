@@ -18,6 +18,7 @@ public sealed class DmaBufAttachment : IDisposable
 {
     private readonly List<LiveMapping> _mappings = [];
     private bool _detached;
+    private bool _revoked;
     private int _pins;
     private LiveMapping? _cached;
 
@@ -194,18 +195,45 @@ public sealed class DmaBufAttachment : IDisposable
         Buffer.Exporter.Unpin(this);
     }
 
-    /// <summary>Drops the cached mapping because the buffer moves. Buffer lock held.</summary>
-    internal int DropCachedMappingLocked()
+    /// <summary>
+    /// The buffer moved (buffer lock held, relocation done): the cached mapping is unmapped. An attachment a cache owns is
+    /// revoked as well and loses every mapping, since all it maps is the old placement; its entry is released next.
+    /// Returns the cached mappings dropped.
+    /// </summary>
+    internal int InvalidateForMoveLocked()
     {
-        if (_cached is not { } c)
+        int dropped = 0;
+        if (!HoldsReference)
         {
-            return 0;
+            _revoked = true;
+            for (int i = _mappings.Count - 1; i >= 0; i--)
+            {
+                LiveMapping m = _mappings[i];
+                _mappings.RemoveAt(i);
+                Buffer.Exporter.Unmap(this, m.Table, m.Direction);
+                DmaBufMetrics.s_unmaps.Add(1);
+            }
         }
 
-        _cached = null;
-        Buffer.Exporter.Unmap(this, c.Table, c.Direction);
-        DmaBufMetrics.s_unmaps.Add(1);
-        return 1;
+        if (_cached is { } c)
+        {
+            _cached = null;
+            Buffer.Exporter.Unmap(this, c.Table, c.Direction);
+            DmaBufMetrics.s_unmaps.Add(1);
+            dropped++;
+        }
+
+        return dropped;
+    }
+
+    /// <summary>
+    /// Buffer lock held: the cache entry owning this attachment was taken off its buffer, so no new mapping may be made
+    /// through it; what it has stays until the entry's release detaches it.
+    /// </summary>
+    internal void RevokeLocked()
+    {
+        Debug.Assert(Buffer.Lock.IsHeldByCurrentThread);
+        _revoked = true;
     }
 
     /// <summary>
@@ -253,10 +281,16 @@ public sealed class DmaBufAttachment : IDisposable
         DmaBufMetrics.s_unmaps.Add(1);
     }
 
-    /// <summary>Detaches (<c>dma_buf_detach</c>): unmaps what is still mapped, detaches, drops the reference. Idempotent.</summary>
+    /// <summary>
+    /// Detaches (<c>dma_buf_detach</c>): unmaps what is still mapped, unpins, detaches, drops the reference. Idempotent.
+    /// Every step runs even if an exporter operation throws: the attachment is gone afterwards either way.
+    /// </summary>
+    /// <exception cref="AggregateException">Exporter operations threw; the attachment was detached regardless.</exception>
     public void Dispose()
     {
         int unmapped = 0;
+        bool finishRelease;
+        List<Exception>? errors = null;
         using (OrderedLock.Scope scope = Buffer.Lock.Enter())
         {
             if (_detached)
@@ -267,7 +301,7 @@ public sealed class DmaBufAttachment : IDisposable
             _detached = true;
             for (int i = _mappings.Count - 1; i >= 0; i--)
             {
-                Buffer.Exporter.Unmap(this, _mappings[i].Table, _mappings[i].Direction);
+                Try(ref errors, this, _mappings[i], static (a, m) => a.Buffer.Exporter.Unmap(a, m.Table, m.Direction));
                 unmapped++;
             }
 
@@ -275,18 +309,18 @@ public sealed class DmaBufAttachment : IDisposable
             if (_cached is { } c)
             {
                 _cached = null;
-                Buffer.Exporter.Unmap(this, c.Table, c.Direction);
+                Try(ref errors, this, c, static (a, m) => a.Buffer.Exporter.Unmap(a, m.Table, m.Direction));
                 unmapped++;
             }
 
             while (_pins > 0)
             {
                 _pins--;
-                Buffer.Exporter.Unpin(this);
+                Try(ref errors, this, default, static (a, _) => a.Buffer.Exporter.Unpin(a));
             }
 
-            Buffer.Exporter.Detach(this);
-            Buffer.RemoveAttachmentLocked(this);
+            Try(ref errors, this, default, static (a, _) => a.Buffer.Exporter.Detach(a));
+            finishRelease = Buffer.RemoveAttachmentLocked(this);
         }
 
         if (unmapped > 0)
@@ -294,10 +328,38 @@ public sealed class DmaBufAttachment : IDisposable
             DmaBufMetrics.s_unmaps.Add(unmapped);
         }
 
-        // Outside the lock: this may be the last reference, and release runs with no lock held (rule 5).
-        if (HoldsReference)
+        try
         {
-            Buffer.ReleaseRef();
+            // The last attachment a cache owned, gone after the buffer's release began: the release's last step is ours.
+            if (finishRelease)
+            {
+                Buffer.FinishRelease();
+            }
+        }
+        finally
+        {
+            // Outside the lock: this may be the last reference, and release runs with no lock held (rule 5).
+            if (HoldsReference)
+            {
+                Buffer.ReleaseRef();
+            }
+        }
+
+        if (errors is not null)
+        {
+            throw new AggregateException($"Detaching {Device.Name} from {Buffer}: {errors.Count} exporter operation(s) failed; the attachment was detached regardless.", errors);
+        }
+    }
+
+    private static void Try(ref List<Exception>? errors, DmaBufAttachment a, LiveMapping m, Action<DmaBufAttachment, LiveMapping> step)
+    {
+        try
+        {
+            step(a, m);
+        }
+        catch (Exception ex)
+        {
+            (errors ??= []).Add(ex);
         }
     }
 
@@ -321,6 +383,10 @@ public sealed class DmaBufAttachment : IDisposable
     {
         Debug.Assert(Buffer.Lock.IsHeldByCurrentThread);
         ObjectDisposedException.ThrowIf(_detached, this);
+        if (_revoked)
+        {
+            throw new ObjectDisposedException(ToString(), "The cache entry behind this attachment was released or its buffer moved; import or map again.");
+        }
     }
 
     private readonly record struct LiveMapping(ScatterTable Table, DmaDirection Direction);

@@ -12,7 +12,7 @@ namespace DmaBuf;
 public sealed class DmaBufHandle : IDisposable
 {
     private readonly DmaBuffer _buffer;
-    private readonly Lock _cpuLock = new();
+    private readonly object _cpuLock = new(); // a Monitor, so Coyote can schedule inside it
     private int _disposed;
     private int _cpuReaders;
     private int _cpuWriters;

@@ -63,6 +63,14 @@ public sealed class DmaBuffer
     private readonly List<DmaBufAttachment> _attachments = [];
     private int _refCount = 1;
     private int _releaseCount;
+
+    // Release barrier (rule 10), all under the buffer lock: factories in flight, whether the release has released the
+    // entries it found, and whether somebody has claimed its last step (exporter.Release).
+    private int _creators;
+    private int _entryReleases;
+    private bool _entriesReleased;
+    private bool _finishClaimed;
+    private long _placementGeneration;
     private string? _name;
     private int _state; // DmaBufState; an int so it can be read with Volatile
 
@@ -247,11 +255,83 @@ public sealed class DmaBuffer
         AssertInvariantsLocked();
     }
 
-    internal void RemoveAttachmentLocked(DmaBufAttachment attachment)
+    /// <summary>Removes a detached attachment; returns whether the caller must now finish the buffer's release.</summary>
+    internal bool RemoveAttachmentLocked(DmaBufAttachment attachment)
     {
         Debug.Assert(Lock.IsHeldByCurrentThread);
         _attachments.Remove(attachment);
         AssertInvariantsLocked();
+        return TryClaimFinishLocked();
+    }
+
+    /// <summary>Placement generation: bumped by every successful <see cref="Move"/>.</summary>
+    internal long PlacementGeneration => Interlocked.Read(ref _placementGeneration);
+
+    internal long PlacementGenerationLocked => _placementGeneration;
+
+    /// <summary>
+    /// Registers a metadata factory about to run on the buffer's behalf (rule 10); the release waits for it. Returns the
+    /// placement generation the factory sees.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The buffer is being released.</exception>
+    internal long BeginCreate()
+    {
+        using OrderedLock.Scope scope = Lock.Enter();
+        ThrowIfNotLive();
+        _creators++;
+        return _placementGeneration;
+    }
+
+    /// <summary>Ends what <see cref="BeginCreate"/> began; the last creator out may finish a waiting release.</summary>
+    internal void EndCreate()
+    {
+        bool finish;
+        using (OrderedLock.Scope scope = Lock.Enter())
+        {
+            Debug.Assert(_creators > 0, "EndCreate without BeginCreate");
+            _creators--;
+            finish = TryClaimFinishLocked();
+        }
+
+        if (finish)
+        {
+            FinishRelease();
+        }
+    }
+
+    /// <summary>An entry was taken off the buffer for release (any path); the release waits until it completes.</summary>
+    internal void BeginEntryReleaseLocked()
+    {
+        Debug.Assert(Lock.IsHeldByCurrentThread);
+        _entryReleases++;
+    }
+
+    /// <summary>An entry's release completed; the last one out may finish a waiting release.</summary>
+    internal void EndEntryRelease()
+    {
+        bool finish;
+        using (OrderedLock.Scope scope = Lock.Enter())
+        {
+            Debug.Assert(_entryReleases > 0, "EndEntryRelease without BeginEntryReleaseLocked");
+            _entryReleases--;
+            finish = TryClaimFinishLocked();
+        }
+
+        if (finish)
+        {
+            FinishRelease();
+        }
+    }
+
+    private bool TryClaimFinishLocked()
+    {
+        if (!_entriesReleased || _finishClaimed || _creators != 0 || _entryReleases != 0 || _attachments.Count != 0)
+        {
+            return false;
+        }
+
+        _finishClaimed = true;
+        return true;
     }
 
     private int CountedAttachmentsLocked()
@@ -293,48 +373,78 @@ public sealed class DmaBuffer
         OrderedLock.AssertNoneHeld($"Release of {this}");
         Registry.Remove(this);
 
-        // Cached state first, newest first, while the memory is still there; then the exporter frees it.
+        // Cached state first, newest first, while the memory is still there; then the exporter frees it. Entries another
+        // path took first (an owner's teardown, an eviction), factories still running and the attachments they made
+        // finish on their own threads: the last of them out runs the exporter's release (rules 1 and 10), so no
+        // callback and no attachment made for a cache ever sees the memory freed under it.
         MetadataEntry[] entries;
         using (OrderedLock.Scope scope = Lock.Enter())
         {
             entries = Metadata.DetachAllLocked();
         }
 
-        foreach (MetadataEntry e in entries)
-        {
-            e.Release(MetadataReleaseReason.BufferReleased);
-        }
-
+        List<Exception>? errors = MetadataEntry.ReleaseAll(entries, MetadataReleaseReason.BufferReleased, out _);
+        bool finish;
         using (OrderedLock.Scope scope = Lock.Enter())
         {
-            if (_attachments.Count != 0)
+            _entriesReleased = true;
+            finish = TryClaimFinishLocked();
+        }
+
+        if (finish)
+        {
+            try
             {
-                throw new InvalidOperationException($"{this}: {_attachments.Count} attachment(s) outlived the buffer's references.");
+                FinishRelease();
+            }
+            catch (Exception ex)
+            {
+                (errors ??= []).Add(ex);
             }
         }
 
-        Exporter.Release(this);
-        Volatile.Write(ref _state, (int)DmaBufState.Released);
-        DmaBufMetrics.s_releases.Add(1);
-        DmaBufMetrics.s_liveBuffers.Add(-1);
+        if (errors is not null)
+        {
+            throw new AggregateException($"{this}: {errors.Count} failure(s) during release; the buffer was released regardless.", errors);
+        }
+    }
+
+    /// <summary>The release's last step, run once by whoever claimed it: the exporter frees the memory.</summary>
+    internal void FinishRelease()
+    {
+        OrderedLock.AssertNoneHeld($"Release of {this}");
+        try
+        {
+            Exporter.Release(this);
+        }
+        finally
+        {
+            Volatile.Write(ref _state, (int)DmaBufState.Released);
+            DmaBufMetrics.s_releases.Add(1);
+            DmaBufMetrics.s_liveBuffers.Add(-1);
+        }
     }
 
     /// <summary>
-    /// Moves the buffer (dynamic exporters only; <c>dma_buf_move_notify</c>). Under the buffer lock the move is refused if
-    /// an attachment pins the buffer, cached attachment mappings are unmapped and <paramref name="relocate"/> runs; it
-    /// returns what frees the old placement. Then, with no lock held, every placement-dependent metadata entry is
-    /// released (reason <see cref="MetadataReleaseReason.Invalidated"/>), every dynamic importer is notified, and only
-    /// then is the old placement freed, so no device mapping can reach memory given back.
+    /// Moves the buffer (dynamic exporters only; <c>dma_buf_move_notify</c>). All or nothing: under the buffer lock the
+    /// move is refused if an attachment pins the buffer, then <paramref name="relocate"/> runs; if it throws, the buffer,
+    /// its entries and mappings are exactly as they were. Once it succeeded, still under the lock, cached attachment
+    /// mappings are unmapped, every placement-dependent metadata entry and every cache-owned attachment is revoked, and a
+    /// factory still running for the old placement will have its value invalidated. Then, with no lock held, those
+    /// entries are released (reason <see cref="MetadataReleaseReason.Invalidated"/>), every dynamic importer is notified,
+    /// and only then is the old placement freed, so no device mapping can reach memory given back.
     /// </summary>
     /// <param name="relocate">The exporter's relocation; runs under the buffer lock; returns the action that frees the old placement.</param>
     /// <returns>The number of cached mappings and metadata entries invalidated.</returns>
     /// <exception cref="InvalidOperationException">An attachment pins the buffer; the message names it.</exception>
     /// <exception cref="ObjectDisposedException">The buffer was released.</exception>
+    /// <exception cref="AggregateException">Release callbacks or move notifications threw; the move completed regardless.</exception>
     public int Move(Func<DmaBuffer, Action> relocate)
     {
         ArgumentNullException.ThrowIfNull(relocate);
         MetadataEntry[] entries;
         List<DmaBufAttachment> notify = [];
+        List<Exception>? errors = null;
         Action freeOld;
         int invalidated = 0;
         using (OrderedLock.Scope scope = Lock.Enter())
@@ -348,9 +458,20 @@ public sealed class DmaBuffer
                 }
             }
 
+            // First the step that can fail for want of memory; nothing has changed if it throws.
+            freeOld = relocate(this);
+            _placementGeneration++;
             foreach (DmaBufAttachment a in _attachments)
             {
-                invalidated += a.DropCachedMappingLocked();
+                try
+                {
+                    invalidated += a.InvalidateForMoveLocked();
+                }
+                catch (Exception ex)
+                {
+                    (errors ??= []).Add(ex);
+                }
+
                 if (a.Importer is not null)
                 {
                     notify.Add(a);
@@ -358,25 +479,45 @@ public sealed class DmaBuffer
             }
 
             entries = Metadata.DetachPlacementDependentLocked();
-            freeOld = relocate(this);
         }
 
-        foreach (MetadataEntry e in entries)
-        {
-            if (e.Release(MetadataReleaseReason.Invalidated))
-            {
-                invalidated++;
-            }
-        }
-
+        errors = Merge(errors, MetadataEntry.ReleaseAll(entries, MetadataReleaseReason.Invalidated, out int released));
+        invalidated += released;
         foreach (DmaBufAttachment a in notify)
         {
-            a.Importer!.MoveNotify(a);
+            try
+            {
+                a.Importer!.MoveNotify(a);
+            }
+            catch (Exception ex)
+            {
+                (errors ??= []).Add(ex);
+            }
         }
 
         freeOld();
         DmaBufMetrics.s_invalidations.Add(invalidated);
+        if (errors is not null)
+        {
+            throw new AggregateException($"{this} moved, but {errors.Count} callback(s) threw.", errors);
+        }
+
         return invalidated;
+    }
+
+    private static List<Exception>? Merge(List<Exception>? a, List<Exception>? b)
+    {
+        if (a is null)
+        {
+            return b;
+        }
+
+        if (b is not null)
+        {
+            a.AddRange(b);
+        }
+
+        return a;
     }
 
     [Conditional("DEBUG")]
@@ -386,6 +527,11 @@ public sealed class DmaBuffer
         if (_refCount < CountedAttachmentsLocked())
         {
             throw new InvalidOperationException($"{this}: {_attachments.Count} attachments but only {_refCount} references.");
+        }
+
+        if (_finishClaimed && (_attachments.Count != 0 || _creators != 0 || _entryReleases != 0))
+        {
+            throw new InvalidOperationException($"{this}: released with {_attachments.Count} attachments, {_creators} factories and {_entryReleases} entry releases in flight.");
         }
 
         foreach (DmaBufAttachment a in _attachments)

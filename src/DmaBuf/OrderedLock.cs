@@ -35,7 +35,7 @@ public sealed class LockOrderException : InvalidOperationException
 }
 
 /// <summary>
-/// A <see cref="Lock"/> with a place in the framework's lock hierarchy. In debug builds it checks the order on every
+/// A lock (a Monitor) with a place in the framework's lock hierarchy. In debug builds it checks the order on every
 /// acquisition and lets callers assert that no framework lock is held before they run a callback (rule 5).
 /// </summary>
 public sealed class OrderedLock
@@ -46,7 +46,9 @@ public sealed class OrderedLock
     [ThreadStatic]
     private static int t_depth;
 
-    private readonly Lock _lock = new();
+    // A Monitor (lock on a plain object), not System.Threading.Lock: Coyote's rewriter controls Monitor, so the
+    // systematic race tests can schedule threads inside buffer locks.
+    private readonly object _lock = new();
 
     /// <summary>Creates a lock at <paramref name="level"/>.</summary>
     public OrderedLock(LockLevel level, string name)
@@ -62,14 +64,14 @@ public sealed class OrderedLock
     public string Name { get; }
 
     /// <summary>Whether the current thread holds this lock.</summary>
-    public bool IsHeldByCurrentThread => _lock.IsHeldByCurrentThread;
+    public bool IsHeldByCurrentThread => Monitor.IsEntered(_lock);
 
     /// <summary>Takes the lock; dispose the scope to release it.</summary>
     /// <exception cref="LockOrderException">(Debug builds) the thread holds a lock of the same or a higher level.</exception>
     public Scope Enter()
     {
         CheckOrder();
-        _lock.Enter();
+        Monitor.Enter(_lock);
         Push();
         return new Scope(this);
     }
@@ -94,7 +96,7 @@ public sealed class OrderedLock
     [Conditional("DEBUG")]
     private void CheckOrder()
     {
-        if (t_depth == 0 || _lock.IsHeldByCurrentThread)
+        if (t_depth == 0 || Monitor.IsEntered(_lock))
         {
             return;
         }
@@ -131,7 +133,7 @@ public sealed class OrderedLock
     private void Exit()
     {
         Pop();
-        _lock.Exit();
+        Monitor.Exit(_lock);
     }
 
     private readonly record struct Held(OrderedLock Lock);

@@ -103,7 +103,7 @@ public sealed class BufferMetadataTests
     }
 
     [Fact]
-    public void GetOrAdd_AfterOwnerDisposed_ThrowsAndReleasesTheNewValue()
+    public void GetOrAdd_AfterOwnerDisposed_ThrowsWithoutCreating()
     {
         var owner = new MetadataOwner("gone");
         owner.Dispose();
@@ -112,7 +112,26 @@ public sealed class BufferMetadataTests
 
         Assert.Throws<ObjectDisposedException>(() => handle.Buffer.Metadata.GetOrAdd(s_key, owner,
             _ => made = new Box(), (b, r) => b.Releases.Add(r)));
+        Assert.Null(made);
+        Assert.Equal(0, handle.Buffer.Metadata.Count);
+    }
+
+    [Fact]
+    public void GetOrAdd_OwnerDisposedDuringFactory_ReleasesTheNewValueAndThrows()
+    {
+        var owner = new MetadataOwner("going");
+        using DmaBufHandle handle = Make.Buffer(new TestExporter());
+        Box? made = null;
+
+        Assert.Throws<ObjectDisposedException>(() => handle.Buffer.Metadata.GetOrAdd(s_key, owner,
+            _ =>
+            {
+                owner.Dispose();
+                return made = new Box();
+            },
+            (b, r) => b.Releases.Add(r)));
         Assert.Equal([MetadataReleaseReason.Removed], made!.Releases);
+        Assert.Equal(0, handle.Buffer.Metadata.Count);
     }
 
     [Fact]

@@ -188,4 +188,149 @@ public sealed class DmaBufferTests
             Assert.True(seen.Add(h.BufferId));
         }
     }
+
+
+    // Rule 10: a factory running on the buffer's behalf holds the release's last step back. Before the release barrier,
+    // disposing the last handle inside the factory ran exporter.Release there and then, under the factory's feet.
+    [Fact]
+    public void Release_DuringMetadataFactory_WaitsForTheFactory_ThenReleasesOnce()
+    {
+        var exporter = new TestExporter();
+        using var owner = new MetadataOwner("driver");
+        DmaBufHandle handle = Make.Buffer(exporter);
+        DmaBuffer buffer = handle.Buffer;
+        var key = new MetadataKey<string>("chain");
+        int releasesSeenByFactory = -1;
+        var releases = new List<MetadataReleaseReason>();
+
+        Assert.Throws<ObjectDisposedException>(() => buffer.Metadata.GetOrAdd(key, owner, b =>
+        {
+            handle.Dispose(); // the last reference goes while the factory is still using the buffer
+            releasesSeenByFactory = exporter.ReleaseCalls;
+            return "chain";
+        }, (_, r) => releases.Add(r)));
+
+        Assert.Equal(0, releasesSeenByFactory);
+        Assert.Equal(1, exporter.ReleaseCalls);
+        Assert.Equal(DmaBufState.Released, buffer.State);
+        Assert.Equal([MetadataReleaseReason.Removed], releases); // made for a buffer that went: given back, never stored
+        Assert.Equal(0, owner.EntryCount);
+    }
+
+    // Rule 1: every entry's release, whoever claimed it, runs before exporter.Release. Before, an owner teardown that had
+    // claimed an entry could still be inside its callback when the buffer's release freed the memory.
+    [Fact]
+    public void Release_DuringOwnerTeardownCallback_WaitsForTheCallback()
+    {
+        var exporter = new TestExporter();
+        var owner = new MetadataOwner("driver");
+        DmaBufHandle handle = Make.Buffer(exporter);
+        DmaBuffer buffer = handle.Buffer;
+        int releasesSeenInCallback = -1;
+        buffer.Metadata.GetOrAdd(new MetadataKey<string>("chain"), owner, _ => "chain", (_, r) =>
+        {
+            Assert.Equal(MetadataReleaseReason.OwnerTeardown, r);
+            handle.Dispose();
+            releasesSeenInCallback = exporter.ReleaseCalls;
+        });
+
+        owner.Dispose();
+
+        Assert.Equal(0, releasesSeenInCallback);
+        Assert.Equal(1, exporter.ReleaseCalls);
+        Assert.Equal(DmaBufState.Released, buffer.State);
+    }
+
+    // Rule 11: a move whose relocation fails changes nothing. Before, the entries were detached first and lost without
+    // their callbacks, and the later release threw and leaked the pages.
+    [Fact]
+    public void Move_RelocationFails_LeavesEntriesAndMappingsAsTheyWere()
+    {
+        var exporter = new TestExporter();
+        var space = new TestAddressSpace();
+        using var context = new ImportContext(new TestDevice("gpu", space));
+        using var owner = new MetadataOwner("driver");
+        DmaBufHandle handle = Make.Buffer(exporter);
+        DmaBuffer buffer = handle.Buffer;
+        var releases = new List<MetadataReleaseReason>();
+        buffer.Metadata.GetOrAdd(new MetadataKey<string>("chain"), owner, _ => "chain", (_, r) => releases.Add(r));
+        ScatterTable mapped;
+        using (ImportedBuffer imp = context.Import(handle))
+        {
+            mapped = imp.Map(DmaDirection.ToDevice);
+        }
+
+        Assert.Throws<OutOfMemoryException>(() => buffer.Move(_ => throw new OutOfMemoryException("device-local heap full")));
+
+        Assert.Equal(2, buffer.Metadata.Count);
+        Assert.Empty(releases);
+        Assert.Single(space.Live);
+        using (ImportedBuffer imp = context.Import(handle))
+        {
+            Assert.Same(mapped, imp.Map(DmaDirection.ToDevice)); // still the cached mapping
+        }
+
+        handle.Dispose();
+        Assert.Equal([MetadataReleaseReason.BufferReleased], releases);
+        Assert.Equal(1, exporter.ReleaseCalls);
+        Assert.Empty(space.Live);
+    }
+
+    // Rule 11: a throwing release callback does not stop the others or the release. Before, the first exception ended
+    // the release: older entries were never released and exporter.Release never ran.
+    [Fact]
+    public void Release_CallbackThrows_OthersAndExporterStillRun_OneAggregateReportsIt()
+    {
+        var exporter = new TestExporter();
+        using var owner = new MetadataOwner("driver");
+        DmaBufHandle handle = Make.Buffer(exporter);
+        DmaBuffer buffer = handle.Buffer;
+        var ran = new List<string>();
+        buffer.Metadata.GetOrAdd(new MetadataKey<string>("older"), owner, _ => "older", (v, _) => ran.Add(v));
+        buffer.Metadata.GetOrAdd(new MetadataKey<string>("newer"), owner, _ => "newer", (v, _) =>
+        {
+            ran.Add(v);
+            throw new InvalidOperationException("driver bug");
+        });
+
+        AggregateException e = Assert.Throws<AggregateException>(handle.Dispose);
+
+        Assert.Equal("driver bug", Assert.Single(e.InnerExceptions).Message);
+        Assert.Equal(["newer", "older"], ran);
+        Assert.Equal(1, exporter.ReleaseCalls);
+        Assert.Equal(DmaBufState.Released, buffer.State);
+        Assert.Equal(0, owner.EntryCount);
+    }
+
+    // Rule 10 and issue 3 of the lifetimes list: a value made for the old placement while the buffer moved is never
+    // stored. Before, the factory's stale mapping was added after the move and survived it.
+    [Fact]
+    public void Move_DuringMetadataFactory_InvalidatesTheStaleValue_AndCreatesAgain()
+    {
+        using var owner = new MetadataOwner("driver");
+        using DmaBufHandle handle = Make.Buffer(new TestExporter());
+        DmaBuffer buffer = handle.Buffer;
+        int placement = 0;
+        int calls = 0;
+        var released = new List<(string Value, MetadataReleaseReason Reason)>();
+
+        string stored = buffer.Metadata.GetOrAdd(new MetadataKey<string>("iova"), owner, _ =>
+        {
+            string value = $"mapping of placement {placement}";
+            if (calls++ == 0)
+            {
+                buffer.Move(_ =>
+                {
+                    placement++;
+                    return () => { };
+                });
+            }
+
+            return value;
+        }, (v, r) => released.Add((v, r)));
+
+        Assert.Equal("mapping of placement 1", stored);
+        Assert.Equal(2, calls);
+        Assert.Equal([("mapping of placement 0", MetadataReleaseReason.Invalidated)], released);
+    }
 }

@@ -74,9 +74,12 @@ public sealed class ImportContextTests
     public void Map_PerAddressSpace_OneMappingForEveryDeviceInTheDomain()
     {
         var shared = new TestAddressSpace();
-        using var vpu = new ImportContext(new TestDevice("vpu", shared), ImportMappingMode.PerAddressSpace);
-        using var display = new ImportContext(new TestDevice("display", shared), ImportMappingMode.PerAddressSpace);
-        using var other = new ImportContext(new TestDevice("camera", new TestAddressSpace()), ImportMappingMode.PerAddressSpace);
+        var otherSpace = new TestAddressSpace();
+        using var sharedCache = new SharedMappingCache(shared);
+        using var otherCache = new SharedMappingCache(otherSpace);
+        using var vpu = new ImportContext(new TestDevice("vpu", shared), sharedCache);
+        using var display = new ImportContext(new TestDevice("display", shared), sharedCache);
+        using var other = new ImportContext(new TestDevice("camera", otherSpace), otherCache);
         DmaBufHandle handle = Make.Buffer(new TestExporter());
 
         ScatterTable fromVpu, fromDisplay;
@@ -262,5 +265,78 @@ public sealed class ImportContextTests
         public List<DmaBufAttachment> Notified { get; } = [];
 
         public void MoveNotify(DmaBufAttachment attachment) => Notified.Add(attachment);
+    }
+
+
+    // Lifetimes issue 4: a remap in another direction replaces the import's mapping; before, it was charged again and
+    // CachedBytes doubled, so budgets evicted too early.
+    [Fact]
+    public void Map_SecondDirection_IsChargedOnce()
+    {
+        using var context = new ImportContext(Make.Device(), budgetBytes: 3 * 4096);
+        using DmaBufHandle handle = Make.Buffer(new TestExporter(), size: 2 * 4096);
+
+        using (ImportedBuffer imp = context.Import(handle))
+        {
+            imp.Map(DmaDirection.FromDevice);
+            imp.Map(DmaDirection.ToDevice); // remapped bidirectional
+        }
+
+        Assert.Equal(2 * 4096, context.CachedBytes);
+        Assert.Equal(0, context.Evictions);
+        Assert.Equal(2, context.MapMisses);
+    }
+
+    // Lifetimes issue 4: Map after the use ended could evict its own import and return addresses already unmapped.
+    [Fact]
+    public void Map_AfterUseEnded_Throws_AndNeverReturnsUnmappedAddresses()
+    {
+        var space = new TestAddressSpace();
+        using var context = new ImportContext(new TestDevice("gpu", space), budgetBytes: 4096);
+        using DmaBufHandle a = Make.Buffer(new TestExporter());
+        using DmaBufHandle b = Make.Buffer(new TestExporter());
+        ImportedBuffer first = context.Import(a);
+        first.Map(DmaDirection.ToDevice);
+        first.Dispose();
+
+        InvalidOperationException e = Assert.Throws<InvalidOperationException>(() => first.Map(DmaDirection.ToDevice));
+        Assert.Contains("Import again", e.Message, StringComparison.OrdinalIgnoreCase);
+
+        // Over budget with the first import not in use: it is the one evicted, never the import being mapped.
+        using (ImportedBuffer second = context.Import(b))
+        {
+            ScatterTable t = second.Map(DmaDirection.ToDevice);
+            Assert.Contains(t.Segments[0].Address, space.Live);
+            Assert.False(second.IsReleased);
+        }
+
+        Assert.True(first.IsReleased);
+        Assert.Equal(1, context.Evictions);
+    }
+
+    [Fact]
+    public void Import_InUse_IsNeverEvicted_EvenOverBudget()
+    {
+        using var context = new ImportContext(Make.Device(), budgetBytes: 4096);
+        using DmaBufHandle a = Make.Buffer(new TestExporter());
+        using DmaBufHandle b = Make.Buffer(new TestExporter());
+        using ImportedBuffer first = context.Import(a);
+        first.Map(DmaDirection.ToDevice);
+        using (ImportedBuffer second = context.Import(b))
+        {
+            second.Map(DmaDirection.ToDevice);
+            Assert.False(first.IsReleased);
+            Assert.Equal(2 * 4096, context.CachedBytes); // over budget while both are in use
+        }
+
+        Assert.False(first.IsReleased);
+        Assert.Equal(4096, context.CachedBytes); // the one that ended its use was evicted
+    }
+
+    [Fact]
+    public void Constructor_PerAddressSpaceWithoutSharedCache_SaysWhatToPass()
+    {
+        ArgumentException e = Assert.Throws<ArgumentException>(() => new ImportContext(Make.Device(), ImportMappingMode.PerAddressSpace));
+        Assert.Contains("SharedMappingCache", e.Message, StringComparison.Ordinal);
     }
 }

@@ -88,7 +88,7 @@ public sealed class ScenarioOptions
     /// <summary>Time between frames; 0 submits every frame as soon as the previous one was submitted.</summary>
     public long FrameIntervalNs { get; init; } = 1_000_000_000L / 60;
 
-    /// <summary>Byte budget of each importer's mapping cache (exporter-cache); unbounded when null.</summary>
+    /// <summary>Byte budget of the mapping caches: per importer (exporter-cache), per address space (domain-share); unbounded when null.</summary>
     public long? CacheBudgetBytes { get; init; }
 
     /// <summary>Checks the settings.</summary>

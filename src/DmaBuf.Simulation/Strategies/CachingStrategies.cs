@@ -67,6 +67,7 @@ public sealed class MetadataStrategy : MappingStrategy
 public sealed class ImportCacheStrategy : MappingStrategy
 {
     private readonly Dictionary<SimDevice, ImportContext> _contexts = [];
+    private readonly Dictionary<IDmaAddressSpace, SharedMappingCache> _shared = [];
     private readonly Dictionary<(SimDevice Device, ScatterTable Table), List<ImportedBuffer>> _inUse = [];
     private readonly System.Runtime.CompilerServices.ConditionalWeakTable<ImportedBuffer, DescriptorChain> _chains = [];
     private readonly ImportMappingMode _mode;
@@ -83,20 +84,25 @@ public sealed class ImportCacheStrategy : MappingStrategy
     public override string Name => _mode == ImportMappingMode.PerAttachment ? ExporterCache : DomainShare;
 
     /// <inheritdoc/>
-    public override bool IsThrashing => _contexts.Values.Any(c => c.IsThrashing);
+    public override bool IsThrashing => _contexts.Values.Any(c => c.IsThrashing) || _shared.Values.Any(c => c.IsThrashing);
 
     /// <inheritdoc/>
-    public override long CachedBytes => _contexts.Values.Sum(c => c.CachedBytes);
+    public override long CachedBytes => _contexts.Values.Sum(c => c.CachedBytes) + _shared.Values.Sum(c => c.CachedBytes);
 
     /// <summary>The importer contexts, one per device.</summary>
     public IReadOnlyCollection<ImportContext> Contexts => _contexts.Values;
+
+    /// <summary>domain-share's mapping caches, one per address space, each under the strategy's byte budget.</summary>
+    public IReadOnlyCollection<SharedMappingCache> SharedCaches => _shared.Values;
 
     /// <inheritdoc/>
     public override ScatterTable Acquire(SimDevice device, DmaBufHandle handle, DmaDirection direction)
     {
         if (!_contexts.TryGetValue(device, out ImportContext? context))
         {
-            context = new ImportContext(device, _mode, _budget);
+            context = _mode == ImportMappingMode.PerAttachment
+                ? new ImportContext(device, _mode, _budget)
+                : new ImportContext(device, SharedCacheOf(device.AddressSpace));
             _contexts.Add(device, context);
         }
 
@@ -174,9 +180,27 @@ public sealed class ImportCacheStrategy : MappingStrategy
             c.Dispose();
         }
 
+        // The address spaces' caches go after the contexts that map through them.
+        foreach (SharedMappingCache c in _shared.Values)
+        {
+            c.Dispose();
+        }
+
         Recount();
         _contexts.Clear();
+        _shared.Clear();
         base.Dispose(disposing);
+    }
+
+    private SharedMappingCache SharedCacheOf(IDmaAddressSpace space)
+    {
+        if (!_shared.TryGetValue(space, out SharedMappingCache? cache))
+        {
+            cache = new SharedMappingCache(space, _budget);
+            _shared.Add(space, cache);
+        }
+
+        return cache;
     }
 
     private void Recount()
@@ -186,6 +210,11 @@ public sealed class ImportCacheStrategy : MappingStrategy
         {
             hits += c.MapHits;
             misses += c.MapMisses;
+            evictions += c.Evictions;
+        }
+
+        foreach (SharedMappingCache c in _shared.Values)
+        {
             evictions += c.Evictions;
         }
 

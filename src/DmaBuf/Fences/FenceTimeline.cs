@@ -14,7 +14,7 @@ namespace DmaBuf;
 /// </remarks>
 public sealed class FenceTimeline
 {
-    private readonly Lock _lock = new();
+    private readonly object _lock = new(); // a Monitor, so Coyote can schedule inside it
     private readonly List<Fence> _pending = []; // ascending sequence numbers
     private ulong _last;
     private ulong _signaledUpTo;

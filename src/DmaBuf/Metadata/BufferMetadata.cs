@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Diagnostics.CodeAnalysis;
 
 namespace DmaBuf;
@@ -11,9 +12,20 @@ namespace DmaBuf;
 /// <para>An entry never keeps its buffer alive: it holds no reference, and the buffer's release releases it (newest
 /// first) before the exporter frees the memory (rules 1, 3, 4).</para>
 /// <para>Entries live under the buffer lock; factories and release callbacks run with no framework lock held (rule 5).</para>
+/// <para><b>Creation is published before it starts</b> (rule 10). <see cref="GetOrAdd{T}(MetadataKey{T}, MetadataOwner, Func{DmaBuffer, T}, Action{T, MetadataReleaseReason})"/> registers itself with the
+/// buffer under the buffer lock before its factory runs; a release that begins meanwhile releases every stored entry and
+/// then leaves its last step (<see cref="IDmaBufExporter.Release"/>) to the last creator or buffer-owned attachment to
+/// finish, so it never meets a half-made entry and never frees memory a factory is still mapping. A value made for a
+/// buffer that was released or moved meanwhile is released at once and never stored; after a move the factory runs
+/// again for the new placement.</para>
+/// <para><b>Callbacks.</b> A throwing release callback does not stop the others, the release of the buffer, or the
+/// owner's teardown: all run, then one <see cref="AggregateException"/> reports them (rule 11).</para>
 /// </remarks>
 public sealed class BufferMetadata
 {
+    // A factory that keeps meeting moves gives up rather than spin: a buffer moved this often has no stable mapping.
+    private const int MaxCreateAttempts = 16;
+
     private readonly DmaBuffer _buffer;
     private readonly List<MetadataEntry> _entries = [];
 
@@ -39,84 +51,181 @@ public sealed class BufferMetadata
         return value is not null;
     }
 
+    /// <summary>Looks up a cached item and begins a use of it under the buffer lock, so no eviction can take it meanwhile.</summary>
+    internal bool TryUse<T>(MetadataKey<T> key, MetadataOwner owner, [MaybeNullWhen(false)] out T value)
+        where T : class, ICachedItem
+    {
+        using OrderedLock.Scope scope = _buffer.Lock.Enter();
+        if (FindLocked(key, owner) is MetadataEntry<T> e && e.Value.Slot.TryBeginUseLocked())
+        {
+            value = e.Value;
+            return true;
+        }
+
+        value = null;
+        return false;
+    }
+
     /// <summary>
     /// Returns the value under (<paramref name="key"/>, <paramref name="owner"/>), creating it with
-    /// <paramref name="create"/> if there is none. <paramref name="create"/> runs outside every lock; if another thread
-    /// stored a value meanwhile, the new one is released at once (reason <see cref="MetadataReleaseReason.Removed"/>)
-    /// and the stored one returned.
+    /// <paramref name="create"/> if there is none. <paramref name="create"/> runs outside every lock, while the buffer
+    /// knows a creation is in flight (its release waits for it). If another thread stored a value meanwhile, the new one
+    /// is released at once (reason <see cref="MetadataReleaseReason.Removed"/>) and the stored one returned; if the
+    /// buffer moved meanwhile and the key depends on placement, the new one is released (reason
+    /// <see cref="MetadataReleaseReason.Invalidated"/>) and <paramref name="create"/> runs again.
     /// </summary>
     /// <exception cref="ObjectDisposedException">The buffer was released, or the owner torn down.</exception>
+    /// <exception cref="InvalidOperationException">The buffer moved during every one of 16 attempts.</exception>
     public T GetOrAdd<T>(MetadataKey<T> key, MetadataOwner owner, Func<DmaBuffer, T> create, Action<T, MetadataReleaseReason>? release = null)
+        where T : class => GetOrAdd(key, owner, create, release, out _);
+
+    internal T GetOrAdd<T>(
+        MetadataKey<T> key, MetadataOwner owner, Func<DmaBuffer, T> create, Action<T, MetadataReleaseReason>? release, out bool added)
         where T : class
     {
         ArgumentNullException.ThrowIfNull(key);
         ArgumentNullException.ThrowIfNull(owner);
         ArgumentNullException.ThrowIfNull(create);
-        if (TryGet(key, owner, out T? existing))
+        for (int attempt = 1; ; attempt++)
         {
-            return existing;
-        }
-
-        T value = create(_buffer);
-        var entry = new MetadataEntry<T>(_buffer, key, owner, value, release);
-        T? winner = null;
-        bool added = false;
-        using (OrderedLock.Scope scope = _buffer.Lock.Enter())
-        {
-            if (FindLocked(key, owner) is MetadataEntry<T> other)
+            if (TryGet(key, owner, out T? existing))
             {
-                winner = other.Value;
+                added = false;
+                return existing;
             }
-            else if (_buffer.State == DmaBufState.Live && owner.TryAdd(entry))
+
+            ObjectDisposedException.ThrowIf(owner.IsDisposed, owner);
+            long generation = _buffer.BeginCreate();
+            CreateOutcome outcome;
+            T? winner = null;
+            T value;
+            try
             {
-                _entries.Add(entry);
-                added = true;
+                try
+                {
+                    value = create(_buffer);
+                }
+                catch when (attempt < MaxCreateAttempts && _buffer.PlacementGeneration != generation)
+                {
+                    // The buffer moved under the factory (its attachment was revoked): make it again for the new place.
+                    continue;
+                }
+
+                var entry = new MetadataEntry<T>(_buffer, key, owner, value, release);
+                using (OrderedLock.Scope scope = _buffer.Lock.Enter())
+                {
+                    if (FindLocked(key, owner) is MetadataEntry<T> other)
+                    {
+                        winner = other.Value;
+                        outcome = CreateOutcome.Lost;
+                    }
+                    else if (_buffer.State != DmaBufState.Live)
+                    {
+                        outcome = CreateOutcome.BufferGone;
+                    }
+                    else if (entry.DependsOnPlacement && _buffer.PlacementGenerationLocked != generation)
+                    {
+                        outcome = CreateOutcome.Moved;
+                    }
+                    else if (!owner.TryAdd(entry))
+                    {
+                        outcome = CreateOutcome.OwnerGone;
+                    }
+                    else
+                    {
+                        _entries.Add(entry);
+                        AssertInvariantsLocked();
+                        outcome = CreateOutcome.Stored;
+                    }
+
+                    if (outcome != CreateOutcome.Stored)
+                    {
+                        entry.RevokeLocked();
+                    }
+                }
+
+                if (outcome != CreateOutcome.Stored)
+                {
+                    // Give the new value back at once; it was never visible to anyone.
+                    entry.Release(outcome == CreateOutcome.Moved ? MetadataReleaseReason.Invalidated : MetadataReleaseReason.Removed, forgetOwner: false);
+                }
+            }
+            finally
+            {
+                // After the value was stored or given back: this may be what lets a concurrent release finish.
+                _buffer.EndCreate();
+            }
+
+            switch (outcome)
+            {
+                case CreateOutcome.Stored:
+                    added = true;
+                    return value;
+                case CreateOutcome.Lost:
+                    added = false;
+                    return winner!;
+                case CreateOutcome.Moved when attempt < MaxCreateAttempts:
+                    continue;
+                case CreateOutcome.Moved:
+                    throw new InvalidOperationException($"{_buffer} moved during each of {MaxCreateAttempts} attempts to create '{key}'.");
+                case CreateOutcome.OwnerGone:
+                    throw new ObjectDisposedException(owner.ToString(), $"The metadata owner '{owner}' was torn down.");
+                default:
+                    throw new ObjectDisposedException(_buffer.ToString(), "The buffer was released.");
             }
         }
-
-        if (added)
-        {
-            return value;
-        }
-
-        // Lost a race, or the buffer or owner is going away: give the new value back at once.
-        entry.Release(MetadataReleaseReason.Removed, forgetOwner: false);
-        if (winner is not null)
-        {
-            return winner;
-        }
-
-        ObjectDisposedException.ThrowIf(owner.IsDisposed, owner);
-        throw new ObjectDisposedException(_buffer.ToString(), "The buffer was released.");
     }
 
     /// <summary>Removes and releases the value under (<paramref name="key"/>, <paramref name="owner"/>).</summary>
     /// <returns>Whether there was one.</returns>
+    /// <exception cref="AggregateException">The release callback threw (the entry is removed regardless).</exception>
     public bool Remove<T>(MetadataKey<T> key, MetadataOwner owner)
-        where T : class => Remove(key, owner, MetadataReleaseReason.Removed);
+        where T : class => Remove(key, owner, MetadataReleaseReason.Removed, claim: null);
 
-    internal bool Remove(object key, MetadataOwner owner, MetadataReleaseReason reason)
+    /// <summary>
+    /// Takes the entry under (<paramref name="key"/>, <paramref name="owner"/>) off the buffer if
+    /// <paramref name="claim"/> (run under the buffer lock) agrees, and releases it.
+    /// </summary>
+    internal bool Remove(object key, MetadataOwner owner, MetadataReleaseReason reason, Func<MetadataEntry, bool>? claim)
     {
         MetadataEntry? e;
         using (OrderedLock.Scope scope = _buffer.Lock.Enter())
         {
             e = FindLocked(key, owner);
-            if (e is null)
+            if (e is null || (claim is not null && !claim(e)))
             {
                 return false;
             }
 
             _entries.Remove(e);
+            e.ClaimLocked(_buffer);
+            AssertInvariantsLocked();
         }
 
-        return e.Release(reason);
+        List<Exception>? errors = MetadataEntry.ReleaseAll([e], reason, out int released);
+        if (errors is not null)
+        {
+            throw new AggregateException($"The release callback of '{key}' on {_buffer} threw.", errors);
+        }
+
+        return released > 0;
     }
 
-    /// <summary>Removes <paramref name="entry"/> from the buffer without releasing it (the caller does).</summary>
-    internal void Detach(MetadataEntry entry)
+    /// <summary>
+    /// Takes <paramref name="entry"/> off the buffer without releasing it (the caller does, having claimed it).
+    /// Returns false if another path already took it, and so releases it.
+    /// </summary>
+    internal bool Detach(MetadataEntry entry)
     {
         using OrderedLock.Scope scope = _buffer.Lock.Enter();
-        _entries.Remove(entry);
+        if (!_entries.Remove(entry))
+        {
+            return false;
+        }
+
+        entry.ClaimLocked(_buffer);
+        AssertInvariantsLocked();
+        return true;
     }
 
     /// <summary>Takes every entry off the buffer, newest first, for release (buffer release). Buffer lock held.</summary>
@@ -125,6 +234,11 @@ public sealed class BufferMetadata
         MetadataEntry[] all = [.. _entries];
         _entries.Clear();
         Array.Reverse(all);
+        foreach (MetadataEntry e in all)
+        {
+            e.ClaimLocked(_buffer);
+        }
+
         return all;
     }
 
@@ -137,10 +251,12 @@ public sealed class BufferMetadata
             if (_entries[i].DependsOnPlacement)
             {
                 moved.Add(_entries[i]);
+                _entries[i].ClaimLocked(_buffer);
                 _entries.RemoveAt(i);
             }
         }
 
+        AssertInvariantsLocked();
         return [.. moved];
     }
 
@@ -157,5 +273,41 @@ public sealed class BufferMetadata
         }
 
         return null;
+    }
+
+    [Conditional("DEBUG")]
+    private void AssertInvariantsLocked()
+    {
+        Debug.Assert(_buffer.Lock.IsHeldByCurrentThread, "metadata invariants are checked under the buffer lock");
+        for (int i = 0; i < _entries.Count; i++)
+        {
+            MetadataEntry e = _entries[i];
+            if (e.IsReleased || !ReferenceEquals(e.Buffer, _buffer))
+            {
+                throw new InvalidOperationException($"{_buffer}: metadata '{e.Key}' of {e.Owner} is on the list but released or of another buffer.");
+            }
+
+            for (int j = i + 1; j < _entries.Count; j++)
+            {
+                if (ReferenceEquals(_entries[j].Key, e.Key) && ReferenceEquals(_entries[j].Owner, e.Owner))
+                {
+                    throw new InvalidOperationException($"{_buffer}: two entries for ('{e.Key}', {e.Owner}).");
+                }
+            }
+        }
+
+        if (_entries.Count != 0 && _buffer.State == DmaBufState.Released)
+        {
+            throw new InvalidOperationException($"{_buffer}: {_entries.Count} metadata entries on a buffer that is {_buffer.State}.");
+        }
+    }
+
+    private enum CreateOutcome
+    {
+        Stored,
+        Lost,
+        BufferGone,
+        Moved,
+        OwnerGone,
     }
 }

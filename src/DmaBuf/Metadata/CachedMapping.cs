@@ -7,7 +7,7 @@ namespace DmaBuf;
 /// A device mapping kept as buffer-owned state: the thread's "IOMMU mapping as metadata", in a standard form any
 /// importer or cache can store. Valid until <see cref="IsReleased"/>.
 /// </summary>
-public sealed class CachedMapping
+public sealed class CachedMapping : IBufferOwnedState
 {
     private int _released;
 
@@ -47,6 +47,8 @@ public sealed class CachedMapping
             throw;
         }
     }
+
+    void IBufferOwnedState.RevokeLocked() => Attachment.RevokeLocked();
 
     /// <summary>Unmaps and detaches. Runs once.</summary>
     internal void Release()

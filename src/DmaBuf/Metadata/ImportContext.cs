@@ -12,7 +12,7 @@ public enum ImportMappingMode
     /// <summary>Each import maps through its own attachment and the exporter caches that mapping (<c>cache_sgt_mapping</c>).</summary>
     PerAttachment,
 
-    /// <summary>One mapping per (buffer, address space), shared by every device in that IOMMU domain.</summary>
+    /// <summary>One mapping per (buffer, address space), shared by every device in that IOMMU domain, kept by a <see cref="SharedMappingCache"/>.</summary>
     PerAddressSpace,
 }
 
@@ -24,17 +24,19 @@ public enum ImportMappingMode
 /// <remarks>
 /// <para>An import never keeps its buffer alive: its attachment is owned by the buffer and released with it (rule 3).</para>
 /// <para>Use: <c>using ImportedBuffer imp = context.Import(handle); ScatterTable t = imp.Map(direction);</c> — disposing
-/// ends the use; the import stays cached.</para>
+/// ends the use; the import stays cached. An import in use is never evicted; the device addresses it returns stay mapped
+/// until the use ends, unless the buffer moves (a dynamic exporter invalidates them) or its last reference goes.</para>
+/// <para><b>Accounting.</b> In <see cref="ImportMappingMode.PerAttachment"/> mode an import is charged the bytes it maps
+/// now, once: a remap in another direction replaces its mapping and its charge. In
+/// <see cref="ImportMappingMode.PerAddressSpace"/> mode the context maps nothing itself; the bytes are the shared
+/// cache's (<see cref="SharedMappingCache.CachedBytes"/>), under its own budget.</para>
+/// <para>Every public member is thread-safe.</para>
 /// </remarks>
 public sealed class ImportContext : MetadataOwner
 {
     private static readonly MetadataKey<ImportedBuffer> s_importKey = new("import", dependsOnPlacement: true);
-    private static readonly MetadataKey<CachedMapping> s_domainKey = new("domain-mapping", dependsOnPlacement: true);
-    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<IDmaAddressSpace, MetadataOwner> s_domainOwners = [];
 
-    private readonly Lock _lruLock = new();
-    private readonly LinkedList<ImportedBuffer> _lru = [];
-    private long _bytes;
+    private readonly CacheBudget _budget;
     private long _hits;
     private long _misses;
     private long _mapHits;
@@ -42,19 +44,54 @@ public sealed class ImportContext : MetadataOwner
     private long _evictions;
     private long _invalidations;
 
-    /// <summary>Creates a context for <paramref name="device"/>.</summary>
+    /// <summary>Creates a context for <paramref name="device"/> whose imports map through their own attachments.</summary>
     /// <param name="device">The importing device.</param>
-    /// <param name="mode">How mappings are cached.</param>
+    /// <param name="mode">How mappings are cached; <see cref="ImportMappingMode.PerAddressSpace"/> needs the constructor
+    /// that takes a <see cref="SharedMappingCache"/>.</param>
     /// <param name="budgetBytes">Most bytes of mappings kept; imports beyond it are evicted, least recently used first.</param>
     /// <param name="name">Name for listings; the device's when null.</param>
+    /// <exception cref="ArgumentException"><paramref name="mode"/> is <see cref="ImportMappingMode.PerAddressSpace"/>.</exception>
     public ImportContext(IDmaDevice device, ImportMappingMode mode = ImportMappingMode.PerAttachment, long budgetBytes = long.MaxValue, string? name = null)
-        : base(name ?? $"{device.Name} imports")
+        : base(name ?? $"{device?.Name} imports")
     {
         ArgumentNullException.ThrowIfNull(device);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(budgetBytes);
+        if (mode != ImportMappingMode.PerAttachment)
+        {
+            throw new ArgumentException(
+                $"Import mode {mode} shares mappings through a SharedMappingCache of the device's address space: use new ImportContext(device, sharedMappings).",
+                nameof(mode));
+        }
+
         Device = device;
         Mode = mode;
-        BudgetBytes = budgetBytes;
+        _budget = new CacheBudget(budgetBytes);
+    }
+
+    /// <summary>
+    /// Creates a context for <paramref name="device"/> whose imports share one mapping per buffer with every other device
+    /// of <paramref name="sharedMappings"/>' address space (<see cref="ImportMappingMode.PerAddressSpace"/>).
+    /// Its imports map nothing themselves, so only the shared cache's budget evicts mappings.
+    /// </summary>
+    /// <param name="device">The importing device; it must be in the cache's address space.</param>
+    /// <param name="sharedMappings">The address space's mapping cache; owned by the caller, who disposes it after its contexts.</param>
+    /// <exception cref="ArgumentException">The device is in another address space.</exception>
+    public ImportContext(IDmaDevice device, SharedMappingCache sharedMappings)
+        : base($"{device?.Name} imports")
+    {
+        ArgumentNullException.ThrowIfNull(device);
+        ArgumentNullException.ThrowIfNull(sharedMappings);
+        if (!ReferenceEquals(device.AddressSpace, sharedMappings.AddressSpace))
+        {
+            throw new ArgumentException(
+                $"{device.Name} is in address space '{device.AddressSpace.Name}', but the shared mapping cache serves '{sharedMappings.AddressSpace.Name}'.",
+                nameof(sharedMappings));
+        }
+
+        Device = device;
+        Mode = ImportMappingMode.PerAddressSpace;
+        SharedMappings = sharedMappings;
+        _budget = new CacheBudget(long.MaxValue);
     }
 
     /// <summary>The importing device.</summary>
@@ -63,11 +100,14 @@ public sealed class ImportContext : MetadataOwner
     /// <summary>How mappings are cached.</summary>
     public ImportMappingMode Mode { get; }
 
-    /// <summary>Byte budget of cached mappings.</summary>
-    public long BudgetBytes { get; }
+    /// <summary>The address space's shared mapping cache (<see cref="ImportMappingMode.PerAddressSpace"/>), or null.</summary>
+    public SharedMappingCache? SharedMappings { get; }
 
-    /// <summary>Bytes of mappings cached now.</summary>
-    public long CachedBytes => Interlocked.Read(ref _bytes);
+    /// <summary>Byte budget of cached mappings.</summary>
+    public long BudgetBytes => _budget.BudgetBytes;
+
+    /// <summary>Bytes of mappings this context's imports hold now, each counted once.</summary>
+    public long CachedBytes => _budget.Bytes;
 
     /// <summary>Imports answered from the cache (the same object returned again).</summary>
     public long Hits => Interlocked.Read(ref _hits);
@@ -91,91 +131,76 @@ public sealed class ImportContext : MetadataOwner
     /// Whether the cache thrashes: it has evicted, and fewer than one lookup in ten hits (a budget smaller than the
     /// working set evicts every buffer just before it is used again).
     /// </summary>
-    public bool IsThrashing
-    {
-        get
-        {
-            long h = Hits, m = Misses, e = Evictions;
-            return e > 0 && e * 2 >= m && h * 10 < h + m;
-        }
-    }
+    public bool IsThrashing => CacheStatistics.IsThrashing(Hits, Misses, Evictions);
 
     /// <summary>Imported buffers cached now.</summary>
-    public int Count
-    {
-        get
-        {
-            lock (_lruLock)
-            {
-                return _lru.Count;
-            }
-        }
-    }
+    public int Count => _budget.Count;
 
     /// <summary>
     /// Imports the buffer behind <paramref name="handle"/>: the same object for the same buffer as long as it is cached.
-    /// Dispose the result to end the use.
+    /// Begins a use, which keeps the import from eviction; dispose the result to end it.
     /// </summary>
-    /// <exception cref="ObjectDisposedException">The handle or the context was disposed.</exception>
+    /// <exception cref="ObjectDisposedException">The handle or the context was disposed, or the buffer is being released.</exception>
     public ImportedBuffer Import(DmaBufHandle handle)
     {
         ArgumentNullException.ThrowIfNull(handle);
         ObjectDisposedException.ThrowIf(IsDisposed, this);
         DmaBuffer buffer = handle.Buffer;
-        if (buffer.Metadata.TryGet(s_importKey, this, out ImportedBuffer? imported))
+        while (true)
         {
-            Interlocked.Increment(ref _hits);
-            DmaBufMetrics.s_cacheHits.Add(1);
-            imported.BeginUse();
-            Touch(imported);
-            return imported;
-        }
+            if (buffer.Metadata.TryUse(s_importKey, this, out ImportedBuffer? imported))
+            {
+                Interlocked.Increment(ref _hits);
+                DmaBufMetrics.s_cacheHits.Add(1);
+                _budget.Touch(imported.Slot);
+                return imported;
+            }
 
-        Interlocked.Increment(ref _misses);
-        DmaBufMetrics.s_cacheMisses.Add(1);
-        imported = buffer.Metadata.GetOrAdd(
-            s_importKey,
-            this,
-            b => new ImportedBuffer(this, b, DmaBufAttachment.CreateOwnedByBuffer(b, Device, importer: null)),
-            static (imp, reason) => imp.ReleaseFromEntry(reason));
-        imported.BeginUse();
-        Touch(imported);
-        return imported;
+            // A new import begins life in use, so no eviction can take it between being stored and being returned.
+            // The caller ends that use by disposing what it gets back.
+#pragma warning disable CA2000
+            imported = buffer.Metadata.GetOrAdd(
+                s_importKey,
+                this,
+                b => new ImportedBuffer(this, b, DmaBufAttachment.CreateOwnedByBuffer(b, Device, importer: null)),
+                static (imp, reason) => imp.ReleaseFromEntry(reason),
+                out bool added);
+#pragma warning restore CA2000
+            if (added)
+            {
+                Interlocked.Increment(ref _misses);
+                DmaBufMetrics.s_cacheMisses.Add(1);
+                _budget.Touch(imported.Slot);
+                return imported;
+            }
+
+            // Another thread stored an import first: begin a use of that one (it may already be on its way out).
+        }
     }
 
-    internal ScatterTable MapFor(ImportedBuffer imported, DmaDirection direction)
+    internal ScatterTable MapPerAttachment(ImportedBuffer imported, DmaDirection direction)
     {
-        if (Mode == ImportMappingMode.PerAttachment)
+        ScatterTable t = imported.Attachment.MapCached(direction, out bool hit);
+        if (hit)
         {
-            ScatterTable t = imported.Attachment.MapCached(direction, out bool hit);
-            if (!hit)
-            {
-                Interlocked.Increment(ref _mapMisses);
-                Charge(imported, (long)t.TotalLength);
-            }
-            else
-            {
-                Interlocked.Increment(ref _mapHits);
-            }
-
+            Interlocked.Increment(ref _mapHits);
             return t;
         }
 
-        // One mapping per (buffer, address space), owned by the address space's metadata owner: every device in the
-        // domain gets the same device addresses. Mapped both ways because it serves readers and writers.
-        MetadataOwner domainOwner = DomainOwner(Device.AddressSpace);
-        DmaBuffer buffer = imported.Buffer ?? throw new ObjectDisposedException(nameof(ImportedBuffer));
-        CachedMapping m = buffer.Metadata.GetOrAddMapping(
-            s_domainKey, domainOwner, Device, DmaDirection.Bidirectional, out bool created);
-        Interlocked.Increment(ref created ? ref _mapMisses : ref _mapHits);
-        return m.Table;
+        Interlocked.Increment(ref _mapMisses);
+        _budget.Charge(imported.Slot, (long)t.TotalLength);
+        EvictOverBudget();
+        return t;
     }
 
-    /// <summary>The metadata owner that stands for <paramref name="space"/>: disposing it releases its shared mappings.</summary>
-    public static MetadataOwner DomainOwner(IDmaAddressSpace space)
+    internal void CountSharedMap(bool created) => Interlocked.Increment(ref created ? ref _mapMisses : ref _mapHits);
+
+    internal void OnUseEnded(ImportedBuffer imported)
     {
-        ArgumentNullException.ThrowIfNull(space);
-        return s_domainOwners.GetValue(space, static s => new MetadataOwner($"address space {s.Name}"));
+        if (!imported.Slot.InUse)
+        {
+            EvictOverBudget();
+        }
     }
 
     internal override void OnEntryReleased(MetadataEntry entry, MetadataReleaseReason reason)
@@ -186,90 +211,19 @@ public sealed class ImportContext : MetadataOwner
         }
     }
 
-    internal void Forget(ImportedBuffer imported)
-    {
-        lock (_lruLock)
-        {
-            if (imported.LruNode.List is not null)
-            {
-                _lru.Remove(imported.LruNode);
-            }
-
-            _bytes -= imported.ChargedBytes;
-            imported.ChargedBytes = 0;
-        }
-    }
-
-    private void Charge(ImportedBuffer imported, long bytes)
-    {
-        lock (_lruLock)
-        {
-            if (imported.LruNode.List is null)
-            {
-                return; // released meanwhile
-            }
-
-            imported.ChargedBytes += bytes;
-            _bytes += bytes;
-        }
-
-        EvictOverBudget();
-    }
-
-    private void Touch(ImportedBuffer imported)
-    {
-        lock (_lruLock)
-        {
-            if (imported.IsReleased)
-            {
-                return;
-            }
-
-            if (imported.LruNode.List is not null)
-            {
-                _lru.Remove(imported.LruNode);
-            }
-
-            _lru.AddFirst(imported.LruNode);
-        }
-    }
+    internal void Forget(ImportedBuffer imported) => _budget.Forget(imported.Slot);
 
     private void EvictOverBudget()
     {
-        while (true)
+        int evicted = _budget.EvictOverBudget(slot =>
         {
-            ImportedBuffer? victim = null;
-            lock (_lruLock)
-            {
-                if (_bytes <= BudgetBytes)
-                {
-                    return;
-                }
-
-                for (LinkedListNode<ImportedBuffer>? n = _lru.Last; n is not null; n = n.Previous)
-                {
-                    if (!n.Value.InUse)
-                    {
-                        victim = n.Value;
-                        break;
-                    }
-                }
-            }
-
-            if (victim?.Buffer is not { } buffer)
-            {
-                return; // everything cached is in use: over budget until a use ends
-            }
-
-            if (buffer.Metadata.Remove(s_importKey, this, MetadataReleaseReason.Evicted))
-            {
-                Interlocked.Increment(ref _evictions);
-                DmaBufMetrics.s_cacheEvictions.Add(1);
-            }
-            else
-            {
-                Forget(victim);
-            }
+            var imported = (ImportedBuffer)slot.Item;
+            return imported.Buffer is { } buffer && buffer.Metadata.Remove(s_importKey, this, MetadataReleaseReason.Evicted, CacheSlot.ClaimIfUnused);
+        });
+        if (evicted > 0)
+        {
+            Interlocked.Add(ref _evictions, evicted);
+            DmaBufMetrics.s_cacheEvictions.Add(evicted);
         }
     }
 
@@ -278,75 +232,5 @@ public sealed class ImportContext : MetadataOwner
     {
         base.Dispose(disposing);
         Debug.Assert(Count == 0 || !disposing, "every import is released by the owner teardown");
-    }
-}
-
-/// <summary>
-/// A buffer imported into an <see cref="ImportContext"/> (what a GEM object is to a PRIME import). The same object is
-/// returned on every import of the same buffer while cached. Dispose ends one use; the import stays cached until its
-/// buffer is released, the context is disposed, the buffer moves, or the budget evicts it.
-/// </summary>
-public sealed class ImportedBuffer : IDisposable
-{
-    private readonly ImportContext _context;
-    private int _uses;
-    private int _released;
-
-    internal ImportedBuffer(ImportContext context, DmaBuffer buffer, DmaBufAttachment attachment)
-    {
-        _context = context;
-        Buffer = buffer;
-        Attachment = attachment;
-        LruNode = new LinkedListNode<ImportedBuffer>(this);
-    }
-
-    /// <summary>The imported buffer; null once released.</summary>
-    public DmaBuffer? Buffer { get; private set; }
-
-    /// <summary>The buffer-owned attachment of the import.</summary>
-    public DmaBufAttachment Attachment { get; }
-
-    /// <summary>Whether the import was released (its buffer went, it was evicted, invalidated or its context disposed).</summary>
-    public bool IsReleased => Volatile.Read(ref _released) != 0;
-
-    /// <summary>Uses begun by <see cref="ImportContext.Import"/> and not yet ended.</summary>
-    public int Uses => Volatile.Read(ref _uses);
-
-    internal bool InUse => Volatile.Read(ref _uses) > 0;
-
-    internal LinkedListNode<ImportedBuffer> LruNode { get; }
-
-    internal long ChargedBytes { get; set; }
-
-    /// <summary>Device addresses of the buffer for the context's device, from the cache when it has them.</summary>
-    /// <exception cref="ObjectDisposedException">The import was released.</exception>
-    public ScatterTable Map(DmaDirection direction)
-    {
-        ObjectDisposedException.ThrowIf(IsReleased, this);
-        return _context.MapFor(this, direction);
-    }
-
-    /// <summary>Ends one use.</summary>
-    public void Dispose()
-    {
-        if (Interlocked.Decrement(ref _uses) < 0)
-        {
-            Interlocked.Increment(ref _uses);
-            throw new InvalidOperationException("ImportedBuffer disposed more often than imported.");
-        }
-    }
-
-    internal void BeginUse() => Interlocked.Increment(ref _uses);
-
-    internal void ReleaseFromEntry(MetadataReleaseReason reason)
-    {
-        if (Interlocked.Exchange(ref _released, 1) != 0)
-        {
-            return;
-        }
-
-        _context.Forget(this);
-        Attachment.Dispose();
-        Buffer = null;
     }
 }

@@ -167,30 +167,32 @@ public sealed class ExporterFaultTests
     }
 
     [Theory]
-    [InlineData(ImportMappingMode.PerAttachment)]
-    [InlineData(ImportMappingMode.PerAddressSpace)]
-    public void Import_AttachOrMapFails_NothingCachedNothingAttached(ImportMappingMode mode)
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Import_AttachOrMapFails_NothingCachedNothingAttached(bool perAddressSpace)
     {
         var rig = new FaultRig();
         using (DmaBufHandle handle = rig.Soc.SystemHeap.Allocate(Size))
         {
-            using (var context = new ImportContext(rig.Soc.Encoder, mode))
+            // Per address space, the shared mapping belongs to the address space's cache, not to the context.
+            using (SharedMappingCache? shared = perAddressSpace ? new SharedMappingCache(rig.Soc.Encoder.AddressSpace) : null)
             {
-                rig.System.Faults.FailNextCall(ExporterOperation.Attach);
-                Assert.Throws<NotSupportedException>(() => context.Import(handle));
-                Assert.Equal(0, context.Count);
-                Assert.Empty(handle.Buffer.Attachments);
+                using (ImportContext context = shared is null ? new ImportContext(rig.Soc.Encoder) : new ImportContext(rig.Soc.Encoder, shared))
+                {
+                    rig.System.Faults.FailNextCall(ExporterOperation.Attach);
+                    Assert.Throws<NotSupportedException>(() => context.Import(handle));
+                    Assert.Equal(0, context.Count);
+                    Assert.Empty(handle.Buffer.Attachments);
 
-                using ImportedBuffer imported = context.Import(handle);
-                rig.System.Faults.FailNextCall(ExporterOperation.Map);
-                Assert.Throws<DmaMappingException>(() => imported.Map(DmaDirection.ToDevice));
-                Assert.Equal(0, context.CachedBytes);
-                ScatterTable table = imported.Map(DmaDirection.ToDevice);
-                Assert.True(rig.Soc.Encoder.DmaRead(table, 0, new byte[Size]));
+                    using ImportedBuffer imported = context.Import(handle);
+                    rig.System.Faults.FailNextCall(ExporterOperation.Map);
+                    Assert.Throws<DmaMappingException>(() => imported.Map(DmaDirection.ToDevice));
+                    Assert.Equal(0, context.CachedBytes + (shared?.CachedBytes ?? 0));
+                    ScatterTable table = imported.Map(DmaDirection.ToDevice);
+                    Assert.True(rig.Soc.Encoder.DmaRead(table, 0, new byte[Size]));
+                }
             }
 
-            // Per address space, the shared mapping belongs to the domain's owner, not to the context.
-            ImportContext.DomainOwner(rig.Soc.Encoder.AddressSpace).Dispose();
             Assert.Empty(handle.Buffer.Attachments);
         }
 

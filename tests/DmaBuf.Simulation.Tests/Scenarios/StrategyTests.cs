@@ -107,6 +107,25 @@ public sealed class StrategyTests
         Assert.Equal(0, r.Counters.CacheEvictions);
     }
 
+    // domain-share was unbounded: --cache-budget did not apply and its cached bytes read 0 (lifetimes issue 7).
+    [Theory]
+    [InlineData(Topology.Separate)]
+    [InlineData(Topology.Shared)]
+    public void DomainShare_Budget_Applies_CountsBytes_AndWarnsWhenSmallerThanThePool(Topology topology)
+    {
+        long frame = (640 * 360 * 3 / 2 + 4095) & ~4095L;
+        StrategyResult unbounded = Scenarios.Run(Scenarios.Playback, MappingStrategy.DomainShare, Options(topology));
+        StrategyResult bounded = Scenarios.Run(Scenarios.Playback, MappingStrategy.DomainShare, Options(topology, budget: 4 * frame));
+
+        Assert.True(unbounded.Counters.PeakCachedBytes >= 8 * frame, $"peak {unbounded.Counters.PeakCachedBytes}");
+        Assert.Equal(0, unbounded.Counters.CacheEvictions);
+        Assert.True(bounded.Counters.CacheEvictions > 0);
+        Assert.True(bounded.Counters.PeakCachedBytes <= 4 * frame * (topology == Topology.Shared ? 1 : 3), $"peak {bounded.Counters.PeakCachedBytes}");
+        Assert.Contains(bounded.Warnings, w => w.Contains("thrashes", StringComparison.Ordinal));
+        Assert.Equal(48, bounded.Safety.FramesVerified);
+        Assert.True(bounded.Safety.Ok, bounded.Safety.ToString());
+    }
+
     [Fact]
     public void UnknownStrategy_ListsValidOnes()
     {
