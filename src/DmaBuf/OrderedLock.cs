@@ -50,6 +50,11 @@ public sealed class OrderedLock
     // systematic race tests can schedule threads inside buffer locks.
     private readonly object _lock = new();
 
+    // The holder, tracked here rather than asked of the Monitor: Coyote's rewritten Monitor.IsEntered throws on a monitor
+    // nobody holds. Written only by the holder, under the lock.
+    private int _ownerThread;
+    private int _recursion;
+
     /// <summary>Creates a lock at <paramref name="level"/>.</summary>
     public OrderedLock(LockLevel level, string name)
     {
@@ -64,7 +69,7 @@ public sealed class OrderedLock
     public string Name { get; }
 
     /// <summary>Whether the current thread holds this lock.</summary>
-    public bool IsHeldByCurrentThread => Monitor.IsEntered(_lock);
+    public bool IsHeldByCurrentThread => Volatile.Read(ref _ownerThread) == Environment.CurrentManagedThreadId;
 
     /// <summary>Takes the lock; dispose the scope to release it.</summary>
     /// <exception cref="LockOrderException">(Debug builds) the thread holds a lock of the same or a higher level.</exception>
@@ -72,6 +77,11 @@ public sealed class OrderedLock
     {
         CheckOrder();
         Monitor.Enter(_lock);
+        if (_recursion++ == 0)
+        {
+            Volatile.Write(ref _ownerThread, Environment.CurrentManagedThreadId);
+        }
+
         Push();
         return new Scope(this);
     }
@@ -96,7 +106,7 @@ public sealed class OrderedLock
     [Conditional("DEBUG")]
     private void CheckOrder()
     {
-        if (t_depth == 0 || Monitor.IsEntered(_lock))
+        if (t_depth == 0 || IsHeldByCurrentThread)
         {
             return;
         }
@@ -133,6 +143,11 @@ public sealed class OrderedLock
     private void Exit()
     {
         Pop();
+        if (--_recursion == 0)
+        {
+            Volatile.Write(ref _ownerThread, 0);
+        }
+
         Monitor.Exit(_lock);
     }
 

@@ -208,7 +208,6 @@ internal sealed class CacheBudget(long budgetBytes)
     [Conditional("DEBUG")]
     private void AssertInvariantsLocked()
     {
-        Debug.Assert(Monitor.IsEntered(_lock));
         long sum = 0;
         foreach (CacheSlot i in _lru)
         {

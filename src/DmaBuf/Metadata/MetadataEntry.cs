@@ -77,11 +77,6 @@ internal abstract class MetadataEntry
         OrderedLock.AssertNoneHeld($"release of metadata '{Key}'");
         try
         {
-            if (forgetOwner)
-            {
-                Owner.Forget(this);
-            }
-
             InvokeRelease(reason);
         }
         finally
@@ -89,6 +84,12 @@ internal abstract class MetadataEntry
             Buffer = null;
             try
             {
+                // The owner forgets the entry only now: a teardown that starts meanwhile still sees it and waits for it.
+                if (forgetOwner)
+                {
+                    Owner.Forget(this);
+                }
+
                 Owner.OnEntryReleased(this, reason);
             }
             finally

@@ -137,7 +137,6 @@ public class MetadataOwner : IDisposable
     [Conditional("DEBUG")]
     private void AssertInvariantsLocked()
     {
-        Debug.Assert(Monitor.IsEntered(_lock));
         if (_disposed && _entries.Count != 0)
         {
             throw new InvalidOperationException($"Owner '{Name}' was torn down but still lists {_entries.Count} entries.");
