@@ -57,6 +57,19 @@ internal sealed partial class ModelMachine
             }
         }
 
+        // Every value and cached mapping the model has is still reachable on its buffer (a failed move keeps them).
+        foreach (MEntry e in _entries)
+        {
+            bool found = e.Buffer.Buffer.Metadata.TryGet(e.Placed ? _placed : _unplaced, e.Owner.Owner, out Tag? value);
+            Expect(found && ReferenceEquals(value, e.Tag), $"{e.Tag.Name} is gone from {e.Buffer.Var} without a release");
+        }
+
+        foreach (MCached c in _cached)
+        {
+            bool found = c.Buffer.Buffer.Metadata.TryGet(_mapKey, c.Owner.Owner, out CachedMapping? value);
+            Expect(found && ReferenceEquals(value, c.Mapping), $"{c.Table.Var} is gone from {c.Buffer.Var} without a release");
+        }
+
         foreach (MCached c in _allCached)
         {
             Expect(c.Mapping.IsReleased == c.Released, $"{c.Table.Var} is {(c.Mapping.IsReleased ? "released" : "live")}, the model has it {(c.Released ? "released" : "live")}");
@@ -145,10 +158,18 @@ internal sealed partial class ModelMachine
 
     private void Fail(string violation) => _violation ??= violation;
 
-    /// <summary>A metadata value; counts its own release callbacks.</summary>
-    private sealed class Tag(string name)
+    /// <summary>What a throwing release callback throws.</summary>
+    private sealed class CallbackFailure(string value) : Exception($"release callback of {value} failed")
+    {
+        public string Value { get; } = value;
+    }
+
+    /// <summary>A metadata value; counts its own release callbacks, and may throw from them.</summary>
+    private sealed class Tag(string name, bool throws)
     {
         public string Name { get; } = name;
+
+        public bool Throws { get; } = throws;
 
         public int Releases { get; private set; }
 
@@ -160,6 +181,10 @@ internal sealed partial class ModelMachine
         {
             Releases++;
             Reason = reason;
+            if (Throws)
+            {
+                throw new CallbackFailure(Name);
+            }
         }
 
         public override string ToString() => Name;

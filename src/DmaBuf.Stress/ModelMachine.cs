@@ -38,6 +38,7 @@ internal sealed partial class ModelMachine
     private readonly List<MImport> _imports = [];
     private readonly Dictionary<(MBuffer, IDmaAddressSpace), MMapping> _domainMappings = [];
     private readonly Dictionary<SimHeap, long> _expectedReleases = [];
+    private readonly List<string> _thrown = [];
     private int _nextVar;
     private int _steps;
     private string? _violation;
@@ -140,6 +141,8 @@ internal sealed partial class ModelMachine
     private bool Step(ModelOp op)
     {
         _steps++;
+        _thrown.Clear();
+        Dictionary<Tag, int> releasesBefore = _tags.Where(t => t.Throws).ToDictionary(t => t, t => t.Releases);
         try
         {
             Execute(op);
@@ -149,6 +152,13 @@ internal sealed partial class ModelMachine
             Fail($"{op.Kind} threw {e.GetType().Name}: {e.Message}");
         }
 
+        // Rule 11: a throwing release callback does not stop the others or the release, and its exception is reported.
+        foreach (Tag t in _tags.Where(t => t.Throws && t.Releases > releasesBefore.GetValueOrDefault(t)))
+        {
+            Expect(_thrown.Remove(t.Name), $"the exception of {t.Name}'s release callback was not reported");
+        }
+
+        Expect(_thrown.Count == 0, $"callback exceptions reported for values not released in this step: {string.Join(", ", _thrown)}");
         if (_violation is null)
         {
             CheckInvariants();
@@ -252,7 +262,7 @@ internal sealed partial class ModelMachine
         Line($"{h.Var}.Dispose();");
         _handles.Remove(h);
         h.Buffer.Handles--;
-        h.Handle.Dispose();
+        Releasing(h.Handle.Dispose);
         ReleaseIfUnreferenced(h.Buffer);
     }
 
@@ -324,7 +334,7 @@ internal sealed partial class ModelMachine
         a.Maps.Clear();
         a.Pins = 0;
         a.Buffer.Attachments--;
-        a.Attachment.Dispose();
+        Releasing(a.Attachment.Dispose);
         Expect(a.Attachment.IsDetached, $"{a.Var} is not detached after Dispose");
         ReleaseIfUnreferenced(a.Buffer);
     }
@@ -403,9 +413,11 @@ internal sealed partial class ModelMachine
         bool placedKey = Pick(op.B, 2) == 0;
         MOwner owner = _owners[Pick(op.C, _owners.Length)];
         MEntry? existing = FindEntry(h.Buffer, placedKey, owner);
-        var tag = new Tag($"v{_tags.Count + 1}");
+        bool throws = (op.D & 7) == 7;
+        var tag = new Tag($"v{_tags.Count + 1}", throws);
         string key = placedKey ? "placed" : "unplaced";
-        Line($"var {tag.Name} = {h.Var}.Buffer.Metadata.GetOrAdd({key}, {owner.Var}, _ => \"{tag.Name}\", (v, r) => released.Add((v, r)));");
+        string release = throws ? "(v, r) => { released.Add((v, r)); throw new InvalidOperationException(v); }" : "(v, r) => released.Add((v, r))";
+        Line($"var {tag.Name} = {h.Var}.Buffer.Metadata.GetOrAdd({key}, {owner.Var}, _ => \"{tag.Name}\", {release});");
         bool created = false;
         Tag got = h.Buffer.Buffer.Metadata.GetOrAdd(
             placedKey ? _placed : _unplaced,
@@ -464,7 +476,8 @@ internal sealed partial class ModelMachine
         MOwner owner = _owners[Pick(op.C, _owners.Length)];
         MEntry? existing = FindEntry(h.Buffer, placedKey, owner);
         Line($"{h.Var}.Buffer.Metadata.Remove({(placedKey ? "placed" : "unplaced")}, {owner.Var}); // {(existing is null ? "false" : "true")}");
-        bool removed = h.Buffer.Buffer.Metadata.Remove(placedKey ? _placed : _unplaced, owner.Owner);
+        bool removed = existing is not null;
+        Releasing(() => removed = h.Buffer.Buffer.Metadata.Remove(placedKey ? _placed : _unplaced, owner.Owner));
         Expect(removed == (existing is not null), $"Remove returned {removed}");
         if (existing is not null)
         {
@@ -477,7 +490,7 @@ internal sealed partial class ModelMachine
         int slot = Pick(op.A, _owners.Length);
         MOwner owner = _owners[slot];
         Line($"{owner.Var}.Dispose();");
-        owner.Owner.Dispose();
+        Releasing(owner.Owner.Dispose);
         foreach (MEntry e in _entries.Where(e => e.Owner == owner).ToList())
         {
             ExpectRelease(e, MetadataReleaseReason.OwnerTeardown);
@@ -547,7 +560,7 @@ internal sealed partial class ModelMachine
 
         Line($"{c.Var}.Dispose();");
         _contexts.Remove(c);
-        c.Context.Dispose();
+        Releasing(c.Context.Dispose);
         foreach (MImport i in _imports.Where(i => i.Context == c).ToList())
         {
             DropImport(i);
@@ -722,7 +735,7 @@ internal sealed partial class ModelMachine
 
         try
         {
-            Relocate(h.Handle, compact);
+            Releasing(() => Relocate(h.Handle, compact));
         }
         catch (OutOfMemoryException)
         {
@@ -857,6 +870,39 @@ internal sealed partial class ModelMachine
     }
 
     // ---- model bookkeeping ----
+
+    /// <summary>
+    /// Runs a call that may release metadata values; the exceptions of throwing release callbacks it reports (alone or
+    /// in an <see cref="AggregateException"/>) are collected for the step's check, anything else propagates.
+    /// </summary>
+    private void Releasing(Action call)
+    {
+        try
+        {
+            call();
+        }
+        catch (Exception e) when (CallbackFailures(e) is { } names)
+        {
+            _thrown.AddRange(names);
+        }
+    }
+
+    private static List<string>? CallbackFailures(Exception e)
+    {
+        IEnumerable<Exception> all = e is AggregateException a ? a.Flatten().InnerExceptions : [e];
+        List<string> names = [];
+        foreach (Exception x in all)
+        {
+            if (x is not CallbackFailure f)
+            {
+                return null;
+            }
+
+            names.Add(f.Value);
+        }
+
+        return names;
+    }
 
     private void ExpectRelease(MEntry e, MetadataReleaseReason reason)
     {

@@ -154,28 +154,68 @@ public static partial class ModelWorkload
     }
 
     /// <summary>
-    /// Shrinks a failing program with CsCheck, starting from its seed, to the smallest program that fails the same way
-    /// (the same violation up to names and numbers), and prints it as C#.
+    /// Shrinks a failing program to a small one that fails the same way (the same violation up to names and numbers):
+    /// first CsCheck, from the program's seed, searching smaller generated programs; then step removal, dropping runs
+    /// of steps while the failure stays (operands pick modulo what is alive, so any subsequence is a valid program).
     /// </summary>
     private static string Shrink(Gen<ModelProgram> programs, string seed, int iterations, ModelProgramResult first, ModelRunOptions options)
     {
         string signature = Signature(first.Violation!);
+        ModelProgram? smallest = null;
+        bool SameFailure(ModelProgram p) => ModelMachine.Run(p, options).Violation is { } v && Signature(v) == signature;
+        string csCheck = "";
         try
         {
             programs.Sample(
-                p => ModelMachine.Run(p, options).Violation is not { } v || Signature(v) != signature,
+                p =>
+                {
+                    if (!SameFailure(p))
+                    {
+                        return true;
+                    }
+
+                    if (smallest is null || p.Ops.Count < smallest.Ops.Count)
+                    {
+                        smallest = p;
+                    }
+
+                    return false;
+                },
                 seed: seed,
                 iter: iterations,
                 threads: 1,
-                print: p => Environment.NewLine + ModelMachine.Run(p, options).Code);
+                print: p => $"{p.Ops.Count} steps");
         }
         catch (Exception e)
         {
-            return e.Message;
+            // CsCheck's report: the seed of its smallest failing program and how hard it shrank.
+            csCheck = e.Message.Split('\n').FirstOrDefault(l => l.Contains("seed", StringComparison.OrdinalIgnoreCase))?.Trim() ?? "";
         }
 
-        // CsCheck did not reproduce it (it should: the run is deterministic); give the unshrunk program.
-        return $"Seed {seed} (not shrunk):{Environment.NewLine}{first.Code}";
+        if (smallest is null)
+        {
+            return $"Seed {seed} (not reproduced by CsCheck):{Environment.NewLine}{first.Code}";
+        }
+
+        List<ModelOp> ops = [.. smallest.Ops];
+        for (int chunk = Math.Max(1, ops.Count / 2); chunk >= 1; chunk /= 2)
+        {
+            for (int start = 0; start + chunk <= ops.Count;)
+            {
+                List<ModelOp> fewer = [.. ops.Take(start), .. ops.Skip(start + chunk)];
+                if (SameFailure(smallest with { Ops = fewer }))
+                {
+                    ops = fewer;
+                }
+                else
+                {
+                    start += chunk;
+                }
+            }
+        }
+
+        ModelProgramResult shrunk = ModelMachine.Run(smallest with { Ops = ops }, options);
+        return $"{csCheck}{Environment.NewLine}Shrunk from {first.Steps} to {ops.Count} steps ({shrunk.Steps} with teardown): {shrunk.Violation}{Environment.NewLine}{shrunk.Code}";
     }
 
     // "h4 has 3 references" and "h17 has 2 references" are one defect; "v2 was released" another.
