@@ -90,6 +90,14 @@ internal sealed partial class ModelMachine
             Expect(c.Context.Count == live, $"{c.Var}.Count is {c.Context.Count}, {live} imports are live");
         }
 
+        foreach (MShared s in _sharedCaches.Values)
+        {
+            List<MBuffer> mapped = [.. _domainMappings.Keys.Where(k => ReferenceEquals(k.Item2, s.Cache.AddressSpace)).Select(k => k.Item1)];
+            long bytes = mapped.Sum(b => b.Size);
+            Expect(s.Cache.CachedBytes == bytes, $"{s.Var}.CachedBytes is {s.Cache.CachedBytes}, its {mapped.Count} shared mappings hold {bytes} bytes");
+            Expect(s.Cache.Count == mapped.Count, $"{s.Var}.Count is {s.Cache.Count}, {mapped.Count} shared mappings are live");
+        }
+
         foreach (MOwner o in _owners)
         {
             int entries = _entries.Count(e => e.Owner == o) + _cached.Count(c => c.Owner == o);
@@ -259,6 +267,8 @@ internal sealed partial class ModelMachine
     }
 
     private sealed record MOwner(MetadataOwner Owner, string Var);
+
+    private sealed record MShared(SharedMappingCache Cache, string Var);
 
     private sealed record MEntry(MBuffer Buffer, bool Placed, MOwner Owner, Tag Tag);
 

@@ -39,6 +39,7 @@ internal sealed partial class ModelMachine
     private readonly Dictionary<(MBuffer, IDmaAddressSpace), MMapping> _domainMappings = [];
     private readonly Dictionary<SimHeap, long> _expectedReleases = [];
     private readonly List<string> _thrown = [];
+    private readonly Dictionary<IDmaAddressSpace, MShared> _sharedCaches = [];
     private int _nextVar;
     private int _steps;
     private string? _violation;
@@ -111,6 +112,14 @@ internal sealed partial class ModelMachine
             }
         }
 
+        foreach (MShared shared in _sharedCaches.Values.ToList())
+        {
+            if (!Step(() => DisposeSharedCache(shared)))
+            {
+                return;
+            }
+        }
+
         while (_attachments.Count > 0)
         {
             if (!Step(new ModelOp(ModelOpKind.Detach, 0, 0, 0, 0)))
@@ -138,18 +147,20 @@ internal sealed partial class ModelMachine
         CheckFinal();
     }
 
-    private bool Step(ModelOp op)
+    private bool Step(ModelOp op) => Step(() => Execute(op), op.ToString());
+
+    private bool Step(Action action, string? what = null)
     {
         _steps++;
         _thrown.Clear();
         Dictionary<Tag, int> releasesBefore = _tags.Where(t => t.Throws).ToDictionary(t => t, t => t.Releases);
         try
         {
-            Execute(op);
+            action();
         }
         catch (Exception e) when (_violation is null)
         {
-            Fail($"{op.Kind} threw {e.GetType().Name}: {e.Message}");
+            Fail($"{what ?? "teardown"} threw {e.GetType().Name}: {e.Message}");
         }
 
         // Rule 11: a throwing release callback does not stop the others or the release, and its exception is reported.
@@ -166,7 +177,7 @@ internal sealed partial class ModelMachine
 
         if (_violation is not null)
         {
-            Line($"// violation after step {_steps} ({op}): {_violation}");
+            Line($"// violation after step {_steps} ({what ?? "teardown"}): {_violation}");
             return false;
         }
 
@@ -546,9 +557,28 @@ internal sealed partial class ModelMachine
         int d = Pick(op.A, _soc.Devices.Count);
         ImportMappingMode mode = _modes[Pick(op.B, _modes.Length)];
         long budget = s_budgets[Pick(op.C, s_budgets.Length)];
-        string v = Var("c");
-        Line($"var {v} = new ImportContext(soc.Devices[{d}], ImportMappingMode.{mode}, {(budget == long.MaxValue ? "long.MaxValue" : budget.ToString(CultureInfo.InvariantCulture))});");
-        _contexts.Add(new MContext(new ImportContext(_soc.Devices[d], mode, budget, v), _soc.Devices[d], v));
+        SimDevice device = _soc.Devices[d];
+        if (mode == ImportMappingMode.PerAttachment)
+        {
+            string v = Var("c");
+            Line($"var {v} = new ImportContext(soc.Devices[{d}], ImportMappingMode.{mode}, {(budget == long.MaxValue ? "long.MaxValue" : budget.ToString(CultureInfo.InvariantCulture))});");
+            _contexts.Add(new MContext(new ImportContext(device, mode, budget, v), device, v));
+            return;
+        }
+
+        // Domain-share: one shared mapping cache per address space, made with its first context. Unbounded, so the
+        // model knows which shared mappings exist; budgets and eviction are exercised by the per-attachment contexts.
+        if (!_sharedCaches.TryGetValue(device.AddressSpace, out MShared? shared))
+        {
+            string sv = Var("s");
+            Line($"var {sv} = new SharedMappingCache(soc.Devices[{d}].AddressSpace);");
+            shared = new MShared(new SharedMappingCache(device.AddressSpace, name: sv), sv);
+            _sharedCaches[device.AddressSpace] = shared;
+        }
+
+        string cv = Var("c");
+        Line($"var {cv} = new ImportContext(soc.Devices[{d}], {shared.Var});");
+        _contexts.Add(new MContext(new ImportContext(device, shared.Cache), device, cv));
     }
 
     private void DisposeContext(ModelOp op)
@@ -568,6 +598,24 @@ internal sealed partial class ModelMachine
 
         Expect(c.Context.Count == 0 && c.Context.EntryCount == 0, $"{c.Var} keeps {c.Context.Count} imports after Dispose");
         ExpectThrows<ObjectDisposedException>(() => c.Context.Import(_handles.Count > 0 ? _handles[0].Handle : null!), $"Import into the disposed {c.Var}", allowArgumentNull: _handles.Count == 0);
+    }
+
+    private void DisposeSharedCache(MShared shared)
+    {
+        Line($"{shared.Var}.Dispose();");
+        _sharedCaches.Remove(shared.Cache.AddressSpace);
+        Releasing(shared.Cache.Dispose);
+        foreach ((MBuffer, IDmaAddressSpace) key in _domainMappings.Keys.Where(k => ReferenceEquals(k.Item2, shared.Cache.AddressSpace)).ToList())
+        {
+            MMapping m = _domainMappings[key];
+            _domainMappings.Remove(key);
+            foreach (MMapping view in _mappings.Where(x => x.Shared == m).ToList())
+            {
+                Invalidate(view);
+            }
+        }
+
+        Expect(shared.Cache.Count == 0 && shared.Cache.CachedBytes == 0, $"{shared.Var} keeps {shared.Cache.Count} mappings after Dispose");
     }
 
     private void Import(ModelOp op)
@@ -603,9 +651,30 @@ internal sealed partial class ModelMachine
 
         DmaDirection dir = s_directions[Pick(op.B, 3)];
         string v = Var("t");
-        Line($"var {v} = {i.Var}.Map(DmaDirection.{dir});{(i.Uses == 0 ? " // its use has ended" : "")}");
         HashSet<MImport> before = [.. _imports.Where(x => x.Context == i.Context)];
-        ScatterTable t = i.Imported.Map(dir);
+        ScatterTable t;
+        if (i.Uses == 0)
+        {
+            // After its use ended an import may refuse to map (it may be evicted at any time); if it maps, the
+            // addresses must be good, so it must not evict itself.
+            try
+            {
+                t = i.Imported.Map(dir);
+            }
+            catch (InvalidOperationException)
+            {
+                Line($"// {i.Var}.Map(DmaDirection.{dir}) throws InvalidOperationException (its use has ended)");
+                return;
+            }
+
+            Line($"var {v} = {i.Var}.Map(DmaDirection.{dir}); // its use has ended");
+        }
+        else
+        {
+            Line($"var {v} = {i.Var}.Map(DmaDirection.{dir});");
+            t = i.Imported.Map(dir);
+        }
+
         Expect(!i.Imported.IsReleased, $"Map of {i.Var} released {i.Var} itself: the addresses it returned are unmapped");
         Expect(t.TotalLength == (ulong)i.Buffer.Size, $"{v} covers {t.TotalLength} bytes of a {i.Buffer.Size}-byte buffer");
         if (_violation is not null)
@@ -945,8 +1014,9 @@ internal sealed partial class ModelMachine
     private MEntry? FindEntry(MBuffer b, bool placed, MOwner owner) =>
         _entries.Find(e => e.Buffer == b && e.Placed == placed && e.Owner == owner);
 
-    private long ChargedBytes(MContext c) =>
-        _imports.Where(i => i.Context == c && i.MappedDirection is not null).Sum(i => i.Buffer.Size);
+    private long ChargedBytes(MContext c) => c.Context.Mode == ImportMappingMode.PerAddressSpace
+        ? 0 // its imports map nothing themselves: the shared cache holds the bytes
+        : _imports.Where(i => i.Context == c && i.MappedDirection is not null).Sum(i => i.Buffer.Size);
 
     private MOwner NewOwner()
     {

@@ -48,7 +48,7 @@ public static class RaceScenarios
         var world = new RaceWorld();
         DmaBufHandle handle = world.Export();
         DmaBuffer buffer = handle.Buffer;
-        var context = new ImportContext(world.Device, mode);
+        (ImportContext context, SharedMappingCache? shared) = world.Context(mode);
         await RaceWorld.Race(
             world.Side(() =>
             {
@@ -57,6 +57,7 @@ public static class RaceScenarios
             }),
             world.Side(handle.Dispose));
         world.After(context.Dispose);
+        world.After(() => shared?.Dispose());
         world.Verify(buffer);
     }
 
@@ -167,12 +168,13 @@ public static class RaceScenarios
         var world = new RaceWorld();
         DmaBufHandle handle = world.Export();
         DmaBuffer buffer = handle.Buffer;
-        var context = new ImportContext(world.Device, mode);
+        (ImportContext context, SharedMappingCache? shared) = world.Context(mode);
         ImportedBuffer imported = context.Import(handle);
         imported.Map(DmaDirection.Bidirectional);
         imported.Dispose();
         await RaceWorld.Race(world.Side(context.Dispose), world.Side(handle.Dispose));
         RaceWorld.Check(imported.IsReleased, "the import outlived both its context and its buffer");
+        world.After(() => shared?.Dispose());
         world.Verify(buffer);
     }
 

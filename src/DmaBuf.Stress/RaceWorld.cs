@@ -272,6 +272,18 @@ internal sealed class RaceWorld
         ExporterPrivate = new RaceExporter.Placement(),
     });
 
+    /// <summary>An import context of <paramref name="mode"/>; domain-share gets its address space's shared mapping cache.</summary>
+    public (ImportContext Context, SharedMappingCache? Shared) Context(ImportMappingMode mode)
+    {
+        if (mode == ImportMappingMode.PerAttachment)
+        {
+            return (new ImportContext(Device, mode), null);
+        }
+
+        var shared = new SharedMappingCache(Device.AddressSpace);
+        return (new ImportContext(Device, shared), shared);
+    }
+
     /// <summary>A factory for <see cref="BufferMetadata.GetOrAdd{T}"/> whose values are tracked.</summary>
     public RaceTag NewTag(DmaBuffer buffer)
     {
@@ -347,7 +359,7 @@ internal sealed class RaceWorld
         List<string> problems = [];
         lock (_gate)
         {
-            problems.AddRange(_unexpected.Select(e => $"{e.GetType().Name}: {e.Message}"));
+            problems.AddRange(_unexpected.Select(e => $"{e.GetType().Name}: {e.Message} ({Where(e)})"));
             problems.AddRange(_tags.Where(t => t.Releases != 1).Select(t => $"a metadata value was released {t.Releases} times"));
         }
 
@@ -386,6 +398,10 @@ internal sealed class RaceWorld
             throw new RaceViolationException(string.Join("; ", problems));
         }
     }
+
+    // The innermost frames of where an unexpected exception came from, enough to tell one defect from another.
+    private static string Where(Exception e) =>
+        string.Join(" < ", (e.StackTrace ?? "").Split('\n').Take(3).Select(l => l.Trim().Split(" in ")[0]));
 
     /// <summary>Fails the scenario at once.</summary>
     public static void Check(bool condition, string violation)
