@@ -64,6 +64,7 @@ internal sealed partial class ModelMachine
             _expectedReleases[heap] = 0;
         }
 
+        Line("// using DmaBuf; using DmaBuf.Simulation; using DmaBuf.Stress;");
         Line($"var soc = new Soc(new SocOptions {{ MemoryBytes = {MemoryBytes}, ContiguousBytes = {ContiguousBytes}, Topology = Topology.{program.Topology}, Seed = {program.MemorySeed} }});");
         Line("var placed = new MetadataKey<string>(\"placed\");");
         Line("var unplaced = new MetadataKey<string>(\"unplaced\", dependsOnPlacement: false);");
@@ -859,7 +860,7 @@ internal sealed partial class ModelMachine
 
         (int offset, int length) = Range(m.Buffer, op.B, op.C);
         byte[] data = Pattern(op.D, length);
-        Line($"{DeviceCode(m.Device)}.DmaWrite({m.Var}, {offset}, Pattern({op.D}, {length}));");
+        Line($"{DeviceCode(m.Device)}.DmaWrite({m.Var}, {offset}, ModelWorkload.Pattern({op.D}, {length}));");
         bool ok = m.Device.DmaWrite(m.Table, offset, data);
         Expect(ok, $"DMA write through {m.Var} faulted");
         m.Buffer.Write(offset, data);
@@ -890,7 +891,7 @@ internal sealed partial class ModelMachine
 
         (int offset, int length) = Range(h.Buffer, op.B, op.C);
         byte[] data = Pattern(op.D, length);
-        Line($"{h.Var}.BeginCpuAccess(CpuAccess.Write); using (var view = {h.Var}.Vmap()) view.Write({offset}, Pattern({op.D}, {length})); {h.Var}.EndCpuAccess(CpuAccess.Write);");
+        Line($"{h.Var}.BeginCpuAccess(CpuAccess.Write); using (var view = {h.Var}.Vmap()) view.Write({offset}, ModelWorkload.Pattern({op.D}, {length})); {h.Var}.EndCpuAccess(CpuAccess.Write);");
         h.Handle.BeginCpuAccess(CpuAccess.Write);
         using (IDmaBufCpuView view = h.Handle.Vmap())
         {
@@ -1049,7 +1050,7 @@ internal sealed partial class ModelMachine
     }
 
     /// <summary>The bytes a step writes: a pattern any reproduction can recompute.</summary>
-    internal static byte[] Pattern(int seed, int length)
+    public static byte[] Pattern(int seed, int length)
     {
         byte[] data = new byte[length];
         uint x = (uint)seed * 0x9E3779B9u + 1;
@@ -1058,7 +1059,7 @@ internal sealed partial class ModelMachine
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
-            data[i] = (byte)(x | 1); // never 0, never the poison alone: a lost write cannot look like fresh memory
+            data[i] = (byte)(x | 1); // never 0, so a lost write cannot look like fresh memory
         }
 
         return data;

@@ -105,6 +105,13 @@ public static partial class ModelWorkload
             (t, seed, ops) => new ModelProgram(t == 0 ? Topology.Separate : Topology.Shared, seed, ops));
     }
 
+    /// <summary>The bytes a printed reproduction writes in a DMA or CPU write step (never 0, so a lost write cannot look like fresh memory).</summary>
+    public static byte[] Pattern(int seed, int length)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        return ModelMachine.Pattern(seed, length);
+    }
+
     /// <summary>Runs one program, teardown included, and checks it step by step.</summary>
     /// <param name="program">The program.</param>
     /// <param name="options">Which checks and modes apply (<see cref="ModelRunOptions.FreshMemoryZeroed"/>,
