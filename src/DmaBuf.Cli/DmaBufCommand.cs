@@ -33,6 +33,7 @@ public static class DmaBufCommand
         root.Subcommands.Add(SimulateCommand.Create(console, stdout, stderr));
         root.Subcommands.Add(ShareCommand.Create(console, stdout, stderr));
         root.Subcommands.Add(LsCommand.Create(console, stdout));
+        root.Subcommands.Add(StressCommand.Create(console, stdout, stderr));
 
         ParseResult parse = root.Parse(args);
         if (parse.Errors.Count > 0)

@@ -286,7 +286,7 @@ internal static class SimulateCommand
         console.Write(table);
     }
 
-    private static int ParseCount(System.CommandLine.Parsing.ArgumentResult r, string name, int min, int max)
+    internal static int ParseCount(System.CommandLine.Parsing.ArgumentResult r, string name, int min, int max)
     {
         string text = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
         if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int value))
