@@ -221,7 +221,11 @@ internal sealed class RaceDevice(string name) : IDmaDevice, IDmaAddressSpace
 }
 
 /// <summary>A metadata value that counts its release callbacks and remembers the placement it was made for.</summary>
-internal sealed class RaceTag(int generation)
+/// <remarks>
+/// It also checks rule 1's order from the inside: its release callback throws if <c>exporter.Release</c> has already run
+/// (the memory would be gone under the callback); the side that ran it then reports the exception.
+/// </remarks>
+internal sealed class RaceTag(int generation, RaceExporter exporter, DmaBuffer buffer)
 {
     private int _releases;
 
@@ -235,6 +239,10 @@ internal sealed class RaceTag(int generation)
     {
         Reason = reason;
         Interlocked.Increment(ref _releases);
+        if (exporter.ReleasesOf(buffer) != 0)
+        {
+            throw new InvalidOperationException($"a release callback ({reason}) ran after exporter.Release freed the buffer");
+        }
     }
 }
 
@@ -285,12 +293,21 @@ internal sealed class RaceWorld
     }
 
     /// <summary>A factory for <see cref="BufferMetadata.GetOrAdd{T}"/> whose values are tracked.</summary>
+    /// <remarks>
+    /// The factory is work done on the buffer's behalf (rule 10): it throws if <c>exporter.Release</c> ran while it was
+    /// running, which a release that does not wait for factories in flight would do.
+    /// </remarks>
     public RaceTag NewTag(DmaBuffer buffer)
     {
-        var tag = new RaceTag(RaceExporter.GenerationOf(buffer));
+        var tag = new RaceTag(RaceExporter.GenerationOf(buffer), Exporter, buffer);
         lock (_gate)
         {
             _tags.Add(tag);
+        }
+
+        if (Exporter.ReleasesOf(buffer) != 0)
+        {
+            throw new InvalidOperationException("exporter.Release freed the buffer while a metadata factory was still using it");
         }
 
         return tag;
