@@ -54,7 +54,7 @@ public abstract class LinuxExporter : IDmaBufExporter
         try
         {
             Interop.Libc.FileStatus st = Interop.Libc.FStat(fd);
-            var buffer = new LinuxBuffer(fd, new FileIdentity(st.Device, st.Inode), kind, size, st.Size, Cache);
+            var buffer = new LinuxBuffer(fd, new FileIdentity(st.Device, st.Inode), kind, size, st.Size, Cache, PopulateMappings);
             DmaBufHandle handle = DmaBuffer.Export(new DmaBufExportInfo
             {
                 Exporter = this,
@@ -94,6 +94,9 @@ public abstract class LinuxExporter : IDmaBufExporter
 
         return Export(fd, LinuxBufferKind.DmaBuf, size, name);
     }
+
+    /// <summary>Whether CPU mappings of this exporter's buffers are pre-faulted; false for buffers that came from a peer.</summary>
+    private protected virtual bool PopulateMappings => true;
 
     /// <summary>Called after a buffer of this exporter was exported. Must not throw.</summary>
     private protected virtual void OnExported(DmaBuffer buffer, LinuxBuffer linux)
