@@ -39,6 +39,7 @@ public sealed class BufferChannel : IDisposable
     private readonly TimeSpan _sendTimeout;
     private readonly object _receiveLock = new();
     private readonly Queue<ChannelMessage> _pending = new(); // under its own lock: close drains it from any thread
+    private bool _pendingClosed; // under _pending: close drained the queue; nothing may be queued after it
     private int _disposed;
     private long _messagesSent;
     private long _messagesReceived;
@@ -291,9 +292,21 @@ public sealed class BufferChannel : IDisposable
                     throw new ChannelProtocolException(ChannelErrorReason.PeerClosed, "The peer said goodbye before answering the ping.");
                 }
 
+                bool queued;
                 lock (_pending)
                 {
-                    _pending.Enqueue(m);
+                    queued = !_pendingClosed;
+                    if (queued)
+                    {
+                        _pending.Enqueue(m);
+                    }
+
+                    AssertPendingLocked();
+                }
+
+                if (!queued)
+                {
+                    (m as IDisposable)?.Dispose(); // closed meanwhile: nobody will receive it
                 }
             }
         }
@@ -322,6 +335,7 @@ public sealed class BufferChannel : IDisposable
         {
             lock (_pending)
             {
+                AssertPendingLocked();
                 if (_pending.TryDequeue(out ChannelMessage? queued))
                 {
                     return queued;
@@ -578,6 +592,7 @@ public sealed class BufferChannel : IDisposable
     /// </summary>
     private ChannelMessage? Handle(ReceivedRecord record, ReadOnlySpan<byte> data, Deadline deadline)
     {
+        _ledger.CheckReceivable(); // nothing, not even a malformed record, is processed after the peer's goodbye
         if (record.ControlTruncated)
         {
             throw new ChannelProtocolException(
@@ -596,7 +611,6 @@ public sealed class BufferChannel : IDisposable
                 ChannelErrorReason.WrongSize, "A zero-length record arrived while the peer is still connected; it is not an end of stream.");
         }
 
-        _ledger.CheckReceivable();
         WireMessage m = WireFormat.Decode(data, record.DescriptorCount);
         switch (m.Type)
         {
@@ -695,6 +709,8 @@ public sealed class BufferChannel : IDisposable
         {
             pending = [.. _pending];
             _pending.Clear();
+            _pendingClosed = true;
+            AssertPendingLocked();
         }
 
         foreach (ChannelMessage m in pending)
@@ -708,6 +724,17 @@ public sealed class BufferChannel : IDisposable
             {
                 _pool.Return(id);
             }
+        }
+    }
+
+    [System.Diagnostics.Conditional("DEBUG")]
+    private void AssertPendingLocked()
+    {
+        System.Diagnostics.Debug.Assert(Monitor.IsEntered(_pending), "pending queue checked outside its lock");
+        System.Diagnostics.Debug.Assert(!_pendingClosed || _pending.Count == 0, "a message queued after close drained the queue");
+        foreach (ChannelMessage m in _pending)
+        {
+            System.Diagnostics.Debug.Assert(m is not PongMessage, "a pong was queued for the application");
         }
     }
 
