@@ -30,6 +30,8 @@ public sealed class ChannelLedgerModelTests
                         p => $"Ack({p.Item1}, #{p.Item2})", (a, p) => a.Ack(p.Item1, p.Item2), (m, p) => m.Ack(p.Item1, p.Item2)),
                     Gen.Select(Gen.Int[1, 4], Gen.Int[1, 12]).Operation<Actual, Model>(
                         p => $"Release({p.Item1}, #{p.Item2})", (a, p) => a.Release(p.Item1, p.Item2), (m, p) => m.Release(p.Item1, p.Item2)),
+                    Gen.Int[0, 15].Operation<Actual, Model>(
+                        k => $"ReleaseSent({k})", (a, k) => a.ReleaseSent(k), (m, k) => m.ReleaseSent(k)),
                     Gen.Select(Gen.Int[1, 4], Gen.Int[1, 5]).Operation<Actual, Model>(
                         p => $"PeerRegister({p.Item1}, {p.Item2} bytes)", (a, p) => a.PeerRegister(p.Item1, p.Item2), (m, p) => m.PeerRegister(p.Item1, p.Item2)),
                     Gen.Select(Gen.Int[1, 4], Gen.Int[1, 5]).Operation<Actual, Model>(
@@ -42,7 +44,7 @@ public sealed class ChannelLedgerModelTests
                     Gen.Int[0, 9].Operation<Actual, Model>(n => n == 0 ? "Close" : "Nothing", (a, n) => a.MaybeClose(n), (m, n) => m.MaybeClose(n)),
                 ],
                 equal: Agree,
-                iter: 20_000,
+                iter: 5_000,
                 threads: 1,
                 seed: Environment.GetEnvironmentVariable("DMABUF_LEDGER_SEED"),
                 printActual: a => a.ToString(),
@@ -92,6 +94,7 @@ public sealed class ChannelLedgerModelTests
     internal sealed class Actual
     {
         private readonly Stack<long> _held = new();
+        private readonly List<(long Id, long Seq)> _sent = [];
 
         public ChannelLedger<Ref> Ledger { get; } = new(MaxRegistered, MaxBytes);
 
@@ -110,8 +113,22 @@ public sealed class ChannelLedgerModelTests
             }
 
             Ledger.CompleteBuffer(t);
+            _sent.Add((id, t.Sequence));
             return $"sent #{t.Sequence} fd {t.WithFd}";
         });
+
+        /// <summary>Releases the <paramref name="k"/>-th delivery the harness saw go out (the peer would name it so).</summary>
+        public void ReleaseSent(int k)
+        {
+            if (_sent.Count == 0)
+            {
+                Last = "nothing sent";
+                return;
+            }
+
+            (long id, long seq) = _sent[k % _sent.Count];
+            Release(id, seq);
+        }
 
         public void Forget(long id) => Do(() =>
         {
@@ -240,6 +257,7 @@ public sealed class ChannelLedgerModelTests
     internal sealed class Model
     {
         private readonly Stack<long> _held = new();
+        private readonly List<(long Id, long Seq)> _sent = [];
         private bool _goodbyeSent;
         private bool _goodbyeReceived;
 
@@ -279,7 +297,20 @@ public sealed class ChannelLedgerModelTests
             }
 
             Outstanding[(id, seq)] = true;
+            _sent.Add((id, seq));
             Last = $"sent #{seq} fd {withFd}";
+        }
+
+        public void ReleaseSent(int k)
+        {
+            if (_sent.Count == 0)
+            {
+                Last = "nothing sent";
+                return;
+            }
+
+            (long id, long seq) = _sent[k % _sent.Count];
+            Release(id, seq);
         }
 
         public void Forget(long id)
