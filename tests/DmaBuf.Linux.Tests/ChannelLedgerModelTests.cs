@@ -15,6 +15,10 @@ public sealed class ChannelLedgerModelTests
     private const int MaxRegistered = 3;
     private const long MaxBytes = 10;
 
+    // 5,000 random sequences in CI; a longer run sets DMABUF_LEDGER_ITERATIONS.
+    private static readonly long Iterations =
+        long.TryParse(Environment.GetEnvironmentVariable("DMABUF_LEDGER_ITERATIONS"), out long n) && n > 0 ? n : 5_000;
+
     [Fact]
     public void Ledger_AgreesWithAPlainModel_AfterEveryStep()
     {
@@ -44,7 +48,7 @@ public sealed class ChannelLedgerModelTests
                     Gen.Int[0, 9].Operation<Actual, Model>(n => n == 0 ? "Close" : "Nothing", (a, n) => a.MaybeClose(n), (m, n) => m.MaybeClose(n)),
                 ],
                 equal: Agree,
-                iter: 5_000,
+                iter: Iterations,
                 threads: 1,
                 seed: Environment.GetEnvironmentVariable("DMABUF_LEDGER_SEED"),
                 printActual: a => a.ToString(),

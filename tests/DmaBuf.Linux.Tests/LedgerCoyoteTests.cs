@@ -12,7 +12,9 @@ namespace DmaBuf.Linux.Tests;
 // bin/.../coyote/; each iteration explores another interleaving of their tasks and the ledger's Monitor locks.
 public sealed class LedgerCoyoteTests
 {
-    private const uint Iterations = 1000;
+    // 1,000 per race in CI; the long run sets DMABUF_COYOTE_ITERATIONS (e.g. 100000).
+    private static readonly uint Iterations =
+        uint.TryParse(Environment.GetEnvironmentVariable("DMABUF_COYOTE_ITERATIONS"), out uint n) && n > 0 ? n : 1000;
 
     [Theory]
     [InlineData(nameof(LedgerRace.TwoSendsOfOneNewBufferAsync))]
