@@ -390,7 +390,14 @@ internal static class ShareCommand
             var cache = new MmapCache(((frameSize + page - 1) / page * page) * (poolSize + 1));
             var imports = new ImportCache(cache);
             var tally = new Tally();
-            using (BufferChannel channel = BufferChannel.Connect(socketName, new BufferChannelOptions { ImportCache = imports }))
+            // The producer's whole pool may be registered here at once, and (while remapping) as many transient deliveries.
+            var options = new BufferChannelOptions
+            {
+                ImportCache = imports,
+                MaxRegisteredBuffers = Math.Max(BufferChannelOptions.DefaultMaxRegisteredBuffers, poolSize),
+                MaxResidentBytes = Math.Max(BufferChannelOptions.DefaultMaxResidentBytes, 2 * frameSize * poolSize),
+            };
+            using (BufferChannel channel = BufferChannel.Connect(socketName, options))
             using (var copy = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified))
             {
                 copy.Connect(new UnixDomainSocketEndPoint("\0" + socketName + "-copy"));

@@ -1,46 +1,9 @@
-// Ownership: a channel owns its socket. For each buffer whose descriptor it has sent (registered with the peer) it holds
-// one reference until Forget or close, as the peer holds the descriptor; for each buffer id the peer registered with
-// us it holds one reference to the imported buffer until the peer forgets it or the connection closes. Whatever the
-// way a connection ends (Dispose, a protocol error, the peer dying), all of these are dropped, the socket is closed,
-// and buffers the peer had not released go back to the pool.
-using System.Diagnostics;
-
+// Ownership: a channel owns its socket. Its ledger holds, for each buffer whose descriptor it has sent (registered with
+// the peer), one reference until Forget or close, as the peer holds the descriptor; and for each buffer id the peer
+// registered with us one reference to the imported buffer until the peer forgets it or the connection closes. Whatever
+// the way a connection ends (Dispose, a protocol error, a missed deadline, the peer dying), all of these are dropped,
+// the socket is shut down and closed, and buffers the peer had not released go back to the pool.
 namespace DmaBuf.Linux;
-
-/// <summary>Credentials of the process at the other end of a connection (<c>SO_PEERCRED</c>).</summary>
-/// <param name="ProcessId">Its pid (at connect time).</param>
-/// <param name="UserId">Its effective uid.</param>
-/// <param name="GroupId">Its effective gid.</param>
-public readonly record struct PeerCredentials(int ProcessId, uint UserId, uint GroupId);
-
-/// <summary>Settings of a <see cref="BufferChannel"/>.</summary>
-public sealed class BufferChannelOptions
-{
-    /// <summary>Where received descriptors are imported; <see cref="ImportCache.Shared"/> when null.</summary>
-    public ImportCache? ImportCache { get; init; }
-
-    /// <summary>The pool sent buffers return to when the peer releases them or goes away.</summary>
-    public BufferPool? ReturnTo { get; init; }
-
-    /// <summary>The uid the peer must have; null: our effective uid (the default check).</summary>
-    public uint? AllowedUserId { get; init; }
-
-    /// <summary>Skip the uid check (any local user may connect). Off by default.</summary>
-    public bool AllowAnyUser { get; init; }
-
-    /// <summary>If set, the peer must be this process (e.g. the child we started).</summary>
-    public int? ExpectedProcessId { get; init; }
-
-    /// <summary>How many buffer ids the peer may register with us at once.</summary>
-    public int MaxRegisteredBuffers { get; init; } = 4096;
-}
-
-/// <summary>Counters of one channel.</summary>
-/// <param name="MessagesSent">Messages sent.</param>
-/// <param name="MessagesReceived">Messages received.</param>
-/// <param name="FdsSent">Descriptors sent.</param>
-/// <param name="FdsReceived">Descriptors received (including refused ones).</param>
-public readonly record struct ChannelStatistics(long MessagesSent, long MessagesReceived, long FdsSent, long FdsReceived);
 
 /// <summary>
 /// A connection that passes buffers between two processes with no copy: a <c>SOCK_SEQPACKET</c> Unix socket. The first
@@ -48,34 +11,36 @@ public readonly record struct ChannelStatistics(long MessagesSent, long Messages
 /// through an <see cref="ImportCache"/>, acknowledges, and releases, which returns the buffer to the sender's pool.
 /// </summary>
 /// <remarks>
-/// <para><b>Untrusted peer.</b> Every message is checked: size, magic, version, type, flags, the descriptors that came
-/// with it (surplus ones, <c>MSG_CTRUNC</c>), buffer ids, and each descriptor (memfd sealed against shrinking, or
-/// dma-buf; big enough). A violation throws <see cref="ChannelProtocolException"/> with the reason and closes this
+/// <para><b>Layers.</b> A socket layer (records and the descriptors that come with them, deadlines), a socket-free
+/// ledger (what each side holds, what is outstanding, sequence numbers, budgets, the send order), and this class, the
+/// protocol between them. Wire format: docs/wire-format.md.</para>
+/// <para><b>Untrusted peer.</b> Every message is checked: size (a zero-length record is refused, never taken for the
+/// end), magic, version, type, flags, the descriptors that came with it (surplus ones, <c>MSG_CTRUNC</c>), buffer ids,
+/// the connection's budgets, and each descriptor (memfd sealed against shrinking, or dma-buf; big enough). Nothing may
+/// follow the peer's goodbye. A violation throws <see cref="ChannelProtocolException"/> with the reason and closes this
 /// connection only, releasing every descriptor and buffer it held. The peer's uid is checked when the channel is made.</para>
-/// <para><b>Threads.</b> One thread receives at a time; sends may come from any thread. Release and acknowledge may be
-/// sent while another thread is blocked in <see cref="Receive()"/>.</para>
-/// <para>Wire format: docs/wire-format.md.</para>
+/// <para><b>Deadlines.</b> Every send returns within <see cref="BufferChannelOptions.SendTimeout"/> (or closes the
+/// connection with <see cref="ChannelErrorReason.SendTimeout"/>), <see cref="Receive(TimeSpan)"/> within its timeout, and
+/// <see cref="Dispose"/> never waits for the peer: it says goodbye only if that can be done at once, then shuts the
+/// socket down, which wakes every thread blocked on it.</para>
+/// <para><b>Threads.</b> One thread receives at a time; sends may come from any thread, and are ordered by the ledger
+/// (the peer never sees an id before its descriptor). Release and acknowledge may be sent while another thread is
+/// blocked in <see cref="Receive()"/>.</para>
 /// </remarks>
 public sealed class BufferChannel : IDisposable
 {
     private static readonly PongMessage s_pong = new();
+    private static readonly Func<DmaBufHandle, DmaBufHandle> s_duplicate = h => h.Duplicate();
 
-    private readonly SafeFdHandle _socket;
+    private readonly ChannelSocket _socket;
+    private readonly ChannelLedger<DmaBufHandle> _ledger;
     private readonly ImportCache _imports;
     private readonly BufferPool? _pool;
-    private readonly int _maxRegistered;
-    private readonly Lock _stateLock = new();
-    private readonly Lock _sendLock = new();
-    private readonly Lock _receiveLock = new();
-    private readonly Dictionary<long, DmaBufHandle> _shared = [];      // ours, registered with the peer
-    private readonly Dictionary<(long Id, long Sequence), bool> _outstanding = []; // ours, delivered (true) or being sent
-    private readonly Dictionary<long, DmaBufHandle> _registered = [];  // the peer's, registered with us
-    private readonly Queue<ChannelMessage> _pending = new();
-    private long _nextSequence;
-    private bool _closed;
-    private bool _disposed;
-    private bool _goodbyeReceived;
-    private ChannelErrorReason _closeReason;
+    private readonly TimeSpan _sendTimeout;
+    private readonly object _receiveLock = new();
+    private readonly Queue<ChannelMessage> _pending = new(); // under its own lock: close drains it from any thread
+    private bool _pendingClosed; // under _pending: close drained the queue; nothing may be queued after it
+    private int _disposed;
     private long _messagesSent;
     private long _messagesReceived;
     private long _fdsSent;
@@ -83,10 +48,11 @@ public sealed class BufferChannel : IDisposable
 
     private BufferChannel(SafeFdHandle socket, BufferChannelOptions options, PeerCredentials peer)
     {
-        _socket = socket;
+        _socket = new ChannelSocket(socket);
+        _ledger = new ChannelLedger<DmaBufHandle>(options.MaxRegisteredBuffers, options.MaxResidentBytes);
         _imports = options.ImportCache ?? ImportCache.Shared;
         _pool = options.ReturnTo;
-        _maxRegistered = options.MaxRegisteredBuffers;
+        _sendTimeout = options.SendTimeout;
         Peer = peer;
     }
 
@@ -94,69 +60,27 @@ public sealed class BufferChannel : IDisposable
     public PeerCredentials Peer { get; }
 
     /// <summary>Whether the connection is closed (disposed, failed, or ended by the peer).</summary>
-    public bool IsClosed
-    {
-        get
-        {
-            lock (_stateLock)
-            {
-                return _closed;
-            }
-        }
-    }
+    public bool IsClosed => _ledger.IsClosed;
 
     /// <summary>Why the connection closed; <see cref="ChannelErrorReason.None"/> if it is open or ended cleanly.</summary>
-    public ChannelErrorReason CloseReason
-    {
-        get
-        {
-            lock (_stateLock)
-            {
-                return _closeReason;
-            }
-        }
-    }
+    public ChannelErrorReason CloseReason => _ledger.CloseReason;
 
     /// <summary>Our buffers the peer holds a descriptor for.</summary>
-    public int SharedBuffers
-    {
-        get
-        {
-            lock (_stateLock)
-            {
-                return _shared.Count;
-            }
-        }
-    }
+    public int SharedBuffers => _ledger.SharedCount;
 
     /// <summary>Deliveries the peer has not released yet.</summary>
-    public int OutstandingDeliveries
-    {
-        get
-        {
-            lock (_stateLock)
-            {
-                return _outstanding.Count;
-            }
-        }
-    }
+    public int OutstandingDeliveries => _ledger.OutstandingCount;
 
     /// <summary>The peer's buffers registered with us (each holds a reference to the imported buffer).</summary>
-    public int RegisteredBuffers
-    {
-        get
-        {
-            lock (_stateLock)
-            {
-                return _registered.Count;
-            }
-        }
-    }
+    public int RegisteredBuffers => _ledger.RegisteredCount;
 
     /// <summary>Counters.</summary>
     public ChannelStatistics Statistics => new(
         Interlocked.Read(ref _messagesSent), Interlocked.Read(ref _messagesReceived),
         Interlocked.Read(ref _fdsSent), Interlocked.Read(ref _fdsReceived));
+
+    /// <summary>The ledger (for tests and the next transport).</summary>
+    internal ChannelLedger<DmaBufHandle> Ledger => _ledger;
 
     /// <summary>Makes a connected pair in this process (<c>socketpair</c>).</summary>
     public static (BufferChannel First, BufferChannel Second) CreatePair(BufferChannelOptions? first = null, BufferChannelOptions? second = null)
@@ -242,36 +166,24 @@ public sealed class BufferChannel : IDisposable
     /// <summary>
     /// Sends <paramref name="buffer"/> to the peer and returns the delivery's sequence number. The first send of a buffer
     /// carries its descriptor and registers it with the peer; later sends carry only its id. A transient send always
-    /// carries the descriptor and registers nothing (the peer maps it afresh: the "remap" way).
+    /// carries the descriptor and registers nothing (the peer maps it afresh: the "remap" way). Returns within
+    /// <see cref="BufferChannelOptions.SendTimeout"/>.
     /// </summary>
     /// <param name="buffer">A Linux-backed buffer (borrowed; the channel takes its own reference if it registers it).</param>
     /// <param name="userData">64 bits of application data the peer sees (a frame number, a checksum).</param>
     /// <param name="transient">Send the descriptor every time and do not register it.</param>
-    /// <exception cref="ChannelProtocolException">The peer went away; the connection is closed.</exception>
+    /// <exception cref="ChannelProtocolException">The peer went away or stopped reading; the connection is closed.</exception>
     /// <exception cref="ObjectDisposedException">The channel or the handle was disposed.</exception>
     public long SendBuffer(DmaBufHandle buffer, ulong userData = 0, bool transient = false)
     {
         ArgumentNullException.ThrowIfNull(buffer);
         DmaBuffer b = buffer.Buffer;
         LinuxBuffer linux = b.GetLinuxBuffer();
-        long sequence;
-        bool withFd;
-        DmaBufHandle? registration = null;
-        lock (_stateLock)
-        {
-            ThrowIfClosedLocked();
-            sequence = ++_nextSequence;
-            withFd = transient || !_shared.ContainsKey(b.Id);
-            if (withFd && !transient)
-            {
-                registration = buffer.Duplicate();
-                _shared.Add(b.Id, registration);
-            }
-
-            _outstanding.Add((b.Id, sequence), false);
-        }
-
-        MessageFlags flags = withFd ? MessageFlags.FdAttached : MessageFlags.None;
+        ThrowIfDisposed();
+        Deadline deadline = Deadline.After(_sendTimeout);
+        using ChannelLedger<DmaBufHandle>.SendScope order = EnterSend(deadline);
+        ChannelLedger<DmaBufHandle>.SendTicket ticket = _ledger.BeginBuffer(b.Id, buffer, transient, s_duplicate);
+        MessageFlags flags = ticket.WithFd ? MessageFlags.FdAttached : MessageFlags.None;
         if (transient)
         {
             flags |= MessageFlags.Transient;
@@ -279,81 +191,56 @@ public sealed class BufferChannel : IDisposable
 
         try
         {
-            Send(new WireMessage(MessageType.Buffer, flags, b.Id, sequence, b.Size, userData), withFd ? linux.Fd : null);
+            Transmit(new WireMessage(MessageType.Buffer, flags, b.Id, ticket.Sequence, b.Size, userData), ticket.WithFd ? linux.Fd : null, deadline);
         }
         catch
         {
-            // Not delivered: the caller keeps the buffer. Undo whatever close has not already dropped.
-            bool dropRegistration = false;
-            lock (_stateLock)
-            {
-                _outstanding.Remove((b.Id, sequence));
-                if (registration is not null && _shared.TryGetValue(b.Id, out DmaBufHandle? r) && ReferenceEquals(r, registration))
-                {
-                    _shared.Remove(b.Id);
-                    dropRegistration = true;
-                }
-            }
-
-            if (dropRegistration)
-            {
-                registration!.Dispose();
-            }
-
+            _ledger.AbortBuffer(ticket)?.Dispose(); // not delivered: the caller keeps the buffer
             throw;
         }
 
-        lock (_stateLock)
-        {
-            if (_outstanding.ContainsKey((b.Id, sequence)))
-            {
-                _outstanding[(b.Id, sequence)] = true;
-            }
-        }
-
-        return sequence;
+        _ledger.CompleteBuffer(ticket);
+        return ticket.Sequence;
     }
 
     /// <summary>
     /// Tells the peer to drop its registration of <paramref name="bufferId"/> and drops ours. Returns false if the peer
     /// had no registration of it.
     /// </summary>
-    /// <exception cref="ChannelProtocolException">The peer went away; the connection is closed.</exception>
+    /// <exception cref="ChannelProtocolException">The peer went away or stopped reading; the connection is closed.</exception>
     public bool Forget(long bufferId)
     {
+        ThrowIfDisposed();
+        Deadline deadline = Deadline.After(_sendTimeout);
         DmaBufHandle? registration;
-        lock (_stateLock)
+        using (EnterSend(deadline))
         {
-            ThrowIfClosedLocked();
-            if (!_shared.Remove(bufferId, out registration))
+            registration = _ledger.BeginForget(bufferId);
+            if (registration is null)
             {
                 return false;
             }
+
+            try
+            {
+                Transmit(new WireMessage(MessageType.Forget, BufferId: bufferId), fd: null, deadline);
+            }
+            catch
+            {
+                registration.Dispose();
+                throw;
+            }
         }
 
-        try
-        {
-            Send(new WireMessage(MessageType.Forget, BufferId: bufferId), fd: null);
-        }
-        finally
-        {
-            registration.Dispose();
-        }
-
+        registration.Dispose();
         return true;
     }
 
     /// <summary>Forgets every buffer registered with the peer (see <see cref="Forget"/>); returns how many.</summary>
     public int ForgetAll()
     {
-        long[] ids;
-        lock (_stateLock)
-        {
-            ids = [.. _shared.Keys];
-        }
-
         int n = 0;
-        foreach (long id in ids)
+        foreach (long id in _ledger.SharedIds())
         {
             if (Forget(id))
             {
@@ -366,7 +253,7 @@ public sealed class BufferChannel : IDisposable
 
     /// <summary>Tells the peer we hold <paramref name="received"/> (mapped, queued, whatever the application means).</summary>
     /// <exception cref="ArgumentException">The buffer came on another channel.</exception>
-    /// <exception cref="ChannelProtocolException">The peer went away; the connection is closed.</exception>
+    /// <exception cref="ChannelProtocolException">The peer went away or stopped reading; the connection is closed.</exception>
     public void Acknowledge(ReceivedBuffer received, ulong userData = 0)
     {
         ArgumentNullException.ThrowIfNull(received);
@@ -375,12 +262,10 @@ public sealed class BufferChannel : IDisposable
             throw new ArgumentException($"{received} came on another channel.", nameof(received));
         }
 
-        lock (_stateLock)
-        {
-            ThrowIfClosedLocked();
-        }
-
-        Send(new WireMessage(MessageType.Ack, BufferId: received.RemoteBufferId, Sequence: received.Sequence, UserData: userData), fd: null);
+        ThrowIfDisposed();
+        SendControl(
+            new WireMessage(MessageType.Ack, BufferId: received.RemoteBufferId, Sequence: received.Sequence, UserData: userData),
+            Deadline.After(_sendTimeout));
     }
 
     /// <summary>Sends a 16-byte ping and waits for the 16-byte pong: the bare round trip of this connection.</summary>
@@ -388,17 +273,15 @@ public sealed class BufferChannel : IDisposable
     /// <exception cref="TimeoutException">No pong within <paramref name="timeout"/>; the connection stays open.</exception>
     public void Ping(TimeSpan? timeout = null)
     {
-        lock (_receiveLock)
+        Deadline deadline = Deadline.After(timeout ?? Timeout.InfiniteTimeSpan);
+        EnterReceive(deadline);
+        try
         {
-            lock (_stateLock)
-            {
-                ThrowIfClosedLocked();
-            }
-
-            Send(new WireMessage(MessageType.Ping), fd: null);
+            ThrowIfDisposed();
+            SendControl(new WireMessage(MessageType.Ping), Deadline.Earlier(deadline, Deadline.After(_sendTimeout)));
             while (true)
             {
-                ChannelMessage? m = ReceiveOne(timeout ?? Timeout.InfiniteTimeSpan);
+                ChannelMessage? m = ReceiveOne(deadline);
                 if (ReferenceEquals(m, s_pong))
                 {
                     return;
@@ -409,8 +292,27 @@ public sealed class BufferChannel : IDisposable
                     throw new ChannelProtocolException(ChannelErrorReason.PeerClosed, "The peer said goodbye before answering the ping.");
                 }
 
-                _pending.Enqueue(m);
+                bool queued;
+                lock (_pending)
+                {
+                    queued = !_pendingClosed;
+                    if (queued)
+                    {
+                        _pending.Enqueue(m);
+                    }
+
+                    AssertPendingLocked();
+                }
+
+                if (!queued)
+                {
+                    (m as IDisposable)?.Dispose(); // closed meanwhile: nobody will receive it
+                }
             }
+        }
+        finally
+        {
+            Monitor.Exit(_receiveLock);
         }
     }
 
@@ -422,51 +324,70 @@ public sealed class BufferChannel : IDisposable
     /// <exception cref="ChannelProtocolException">The peer broke the protocol or died; the connection is closed.</exception>
     public ChannelMessage? Receive() => Receive(Timeout.InfiniteTimeSpan);
 
-    /// <summary>As <see cref="Receive()"/>, waiting at most <paramref name="timeout"/>.</summary>
+    /// <summary>As <see cref="Receive()"/>, returning within <paramref name="timeout"/>.</summary>
     /// <exception cref="TimeoutException">Nothing arrived in time; the connection stays open.</exception>
     /// <exception cref="ChannelProtocolException">The peer broke the protocol or died; the connection is closed.</exception>
     public ChannelMessage? Receive(TimeSpan timeout)
     {
-        lock (_receiveLock)
+        Deadline deadline = Deadline.After(timeout);
+        EnterReceive(deadline);
+        try
         {
-            if (_pending.TryDequeue(out ChannelMessage? queued))
+            lock (_pending)
             {
-                return queued;
+                AssertPendingLocked();
+                if (_pending.TryDequeue(out ChannelMessage? queued))
+                {
+                    return queued;
+                }
             }
 
             while (true)
             {
-                ChannelMessage? m = ReceiveOne(timeout);
+                ChannelMessage? m = ReceiveOne(deadline);
                 if (!ReferenceEquals(m, s_pong))
                 {
                     return m;
                 }
             }
         }
+        finally
+        {
+            Monitor.Exit(_receiveLock);
+        }
     }
 
-    /// <summary>Says goodbye to the peer (if the connection is open) and closes it, releasing everything it held.</summary>
+    /// <summary>
+    /// Says goodbye to the peer if that can be done at once (no other send in progress, room in the socket), then shuts
+    /// the socket down and closes the connection, releasing everything it held. Never waits for the peer.
+    /// </summary>
     public void Dispose()
     {
-        lock (_stateLock)
+        if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
-            if (_disposed)
-            {
-                return;
-            }
-
-            _disposed = true;
+            return;
         }
 
-        if (!IsClosed)
+        if (_ledger.TryEnterSendNow(out ChannelLedger<DmaBufHandle>.SendScope order))
         {
-            try
+            using (order)
             {
-                Send(new WireMessage(MessageType.Goodbye), fd: null);
-            }
-            catch (Exception e) when (e is ChannelProtocolException or LinuxErrorException or ObjectDisposedException)
-            {
-                // The peer is gone already; closing is all that is left.
+                if (_ledger.BeginGoodbye())
+                {
+                    Span<byte> data = stackalloc byte[WireFormat.HeaderSize];
+                    int length = WireFormat.Encode(new WireMessage(MessageType.Goodbye), data);
+                    try
+                    {
+                        if (_socket.Send(data[..length], null, Deadline.Now) == SendStatus.Sent)
+                        {
+                            Interlocked.Increment(ref _messagesSent);
+                        }
+                    }
+                    catch (Exception e) when (e is LinuxErrorException or ObjectDisposedException)
+                    {
+                        // The peer is gone already; closing is all that is left.
+                    }
+                }
             }
         }
 
@@ -476,9 +397,14 @@ public sealed class BufferChannel : IDisposable
     /// <inheritdoc/>
     public override string ToString() => $"buffer channel to pid {Peer.ProcessId}{(IsClosed ? " (closed)" : "")}";
 
-    /// <summary>Sends the release of <paramref name="received"/>, if the connection is still open.</summary>
+    /// <summary>Sends the release of <paramref name="received"/>, if the connection is still open; never throws.</summary>
     internal void SendReleaseQuietly(ReceivedBuffer received)
     {
+        if (received.HeldBytes > 0)
+        {
+            _ledger.ReleaseTransient(received.HeldBytes);
+        }
+
         if (IsClosed)
         {
             return;
@@ -486,253 +412,245 @@ public sealed class BufferChannel : IDisposable
 
         try
         {
-            Send(new WireMessage(MessageType.Release, BufferId: received.RemoteBufferId, Sequence: received.Sequence), fd: null);
+            SendControl(new WireMessage(MessageType.Release, BufferId: received.RemoteBufferId, Sequence: received.Sequence), Deadline.After(_sendTimeout));
         }
         catch (Exception e) when (e is ChannelProtocolException or LinuxErrorException or ObjectDisposedException)
         {
-            // The peer went away; it gets its buffers back by closing.
+            // The peer went away or stopped reading (the connection is closed now); it gets its buffers back by closing.
         }
     }
 
-    private void ThrowIfClosedLocked()
+    private void ThrowIfDisposed() => ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+
+    private void EnterReceive(Deadline deadline)
     {
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        if (_closed)
+        while (!Monitor.TryEnter(_receiveLock, deadline.RemainingMilliseconds))
         {
-            throw new ChannelProtocolException(
-                _closeReason == ChannelErrorReason.None ? ChannelErrorReason.PeerClosed : _closeReason, "The connection is closed.");
+            if (deadline.HasPassed)
+            {
+                throw new TimeoutException($"Another thread was receiving from pid {Peer.ProcessId} for the whole timeout.");
+            }
         }
+    }
+
+    /// <summary>Enters the ledger's send order; a missed deadline closes the connection.</summary>
+    private ChannelLedger<DmaBufHandle>.SendScope EnterSend(Deadline deadline)
+    {
+        try
+        {
+            return _ledger.EnterSend(deadline);
+        }
+        catch (TimeoutException e)
+        {
+            throw Fail(ChannelErrorReason.SendTimeout, $"No send to pid {Peer.ProcessId} could start within {_sendTimeout}: {e.Message}");
+        }
+    }
+
+    /// <summary>Sends a message that is neither a buffer nor a forget, in the send order.</summary>
+    private void SendControl(in WireMessage message, Deadline deadline)
+    {
+        using ChannelLedger<DmaBufHandle>.SendScope order = EnterSend(deadline);
+        _ledger.BeginControl();
+        Transmit(message, fd: null, deadline);
+    }
+
+    /// <summary>Transmits one message inside the send order. Any failure closes the connection and throws.</summary>
+    private void Transmit(in WireMessage message, SafeFdHandle? fd, Deadline deadline)
+    {
+        Span<byte> data = stackalloc byte[WireFormat.MaxMessageSize];
+        int length = WireFormat.Encode(message, data);
+        SendStatus status;
+        try
+        {
+            status = _socket.Send(data[..length], fd, deadline);
+        }
+        catch (ObjectDisposedException) when (IsClosed)
+        {
+            throw _ledger.ClosedException();
+        }
+        catch (LinuxErrorException e)
+        {
+            throw Fail(ChannelErrorReason.LocalFailure, $"Sending to pid {Peer.ProcessId} failed: {e.Message}", e);
+        }
+
+        switch (status)
+        {
+            case SendStatus.Sent:
+                Interlocked.Increment(ref _messagesSent);
+                if (fd is not null)
+                {
+                    Interlocked.Increment(ref _fdsSent);
+                }
+
+                return;
+            case SendStatus.TimedOut:
+                throw Fail(ChannelErrorReason.SendTimeout, $"Peer pid {Peer.ProcessId} did not read for {_sendTimeout}; the {message.Type} message was not sent.");
+            default:
+                if (IsClosed)
+                {
+                    throw _ledger.ClosedException(); // shut down here while we waited
+                }
+
+                throw Fail(ChannelErrorReason.PeerClosed, PeerGoneMessage("sendmsg: the peer closed"));
+        }
+    }
+
+    /// <summary>Closes the connection for <paramref name="reason"/> and returns the exception to throw.</summary>
+    private ChannelProtocolException Fail(ChannelErrorReason reason, string message, Exception? inner = null)
+    {
+        var e = new ChannelProtocolException(reason, message, inner);
+        Close(reason);
+        return e;
     }
 
     /// <summary>Receives and handles one record. Returns a message for the caller, <see cref="s_pong"/>, or null at the end.</summary>
-    private ChannelMessage? ReceiveOne(TimeSpan timeout)
+    private ChannelMessage? ReceiveOne(Deadline deadline)
     {
+        Span<byte> data = stackalloc byte[ChannelSocket.MaxRecord];
         while (true)
         {
-            lock (_stateLock)
+            if (IsClosed)
             {
-                if (_closed)
-                {
-                    return null;
-                }
+                return null;
             }
 
-            List<SafeFdHandle> fds = [];
+            ReceiveStatus status;
+            ReceivedRecord? record = null;
+            string how;
             try
             {
-                if (timeout != Timeout.InfiniteTimeSpan && !Interop.Libc.PollReadable(_socket, (int)Math.Min(int.MaxValue, timeout.TotalMilliseconds)))
+                try
                 {
-                    throw new TimeoutException($"Nothing arrived from pid {Peer.ProcessId} within {timeout}.");
+                    status = _socket.Receive(data, deadline, out record, out how);
+                }
+                catch (ObjectDisposedException) when (IsClosed)
+                {
+                    return null; // another thread closed the connection while this one waited
+                }
+                catch (LinuxErrorException e)
+                {
+                    throw Fail(ChannelErrorReason.LocalFailure, $"Receiving from pid {Peer.ProcessId} failed: {e.Message}", e);
                 }
 
-                ChannelMessage? m = ReceiveRecord(fds, out bool handled);
-                if (!handled)
+                switch (status)
                 {
-                    continue;
+                    case ReceiveStatus.TimedOut:
+                        throw new TimeoutException($"Nothing arrived from pid {Peer.ProcessId} in time.");
+                    case ReceiveStatus.EndOfStream:
+                        if (IsClosed)
+                        {
+                            return null;
+                        }
+
+                        if (_ledger.GoodbyeReceived)
+                        {
+                            Close(ChannelErrorReason.None);
+                            return null;
+                        }
+
+                        throw Fail(ChannelErrorReason.PeerClosed, PeerGoneMessage(how));
                 }
 
-                return m;
-            }
-            catch (ChannelProtocolException e)
-            {
-                Close(e.Reason);
-                throw;
-            }
-            catch (ObjectDisposedException) when (IsClosed)
-            {
-                return null; // another thread closed the connection while this one waited
+                Interlocked.Increment(ref _messagesReceived);
+                Interlocked.Add(ref _fdsReceived, record!.DescriptorCount);
+#pragma warning disable CA2000 // a received buffer is handed to the caller, who owns it; nothing else here is disposable
+                ChannelMessage? message = HandleRecord(record, data[..record.Length], deadline);
+#pragma warning restore CA2000
+                if (message is not null)
+                {
+                    return message;
+                }
             }
             finally
             {
-                foreach (SafeFdHandle fd in fds)
-                {
-                    fd.Dispose(); // whatever was not handed on (a handed-on descriptor is removed from the list)
-                }
+                record?.Dispose(); // every descriptor not handed on
             }
+        }
+    }
+
+    /// <summary><see cref="Handle"/>, closing the connection on any failure.</summary>
+    private ChannelMessage? HandleRecord(ReceivedRecord record, ReadOnlySpan<byte> data, Deadline deadline)
+    {
+        try
+        {
+            return Handle(record, data, deadline);
+        }
+        catch (ChannelProtocolException e)
+        {
+            Close(e.Reason);
+            throw;
+        }
+        catch (Exception e) when (e is LinuxErrorException or OutOfMemoryException or DmaMappingException)
+        {
+            throw Fail(ChannelErrorReason.LocalFailure, $"Handling a message from pid {Peer.ProcessId} failed: {e.Message}", e);
         }
     }
 
     /// <summary>
-    /// Receives one record and acts on it. <paramref name="handled"/> is false when the record was consumed internally
-    /// (forget, goodbye, ping) and the caller should go on receiving.
+    /// Checks and acts on one record; returns the message for the caller, or null when it was consumed here (forget,
+    /// goodbye, ping). Descriptors it does not take are closed by the caller disposing the record.
     /// </summary>
-    private unsafe ChannelMessage? ReceiveRecord(List<SafeFdHandle> fds, out bool handled)
+    private ChannelMessage? Handle(ReceivedRecord record, ReadOnlySpan<byte> data, Deadline deadline)
     {
-        handled = true;
-        const int DataSpace = 128;
-        byte* data = stackalloc byte[DataSpace];
-        int controlSpace = Interop.Libc.CMSG_SPACE(4 * sizeof(int));
-        byte* control = stackalloc byte[controlSpace];
-        new Span<byte>(control, controlSpace).Clear();
-        var iov = new Interop.Libc.iovec { iov_base = data, iov_len = DataSpace };
-        var msg = new Interop.Libc.msghdr
-        {
-            msg_iov = &iov,
-            msg_iovlen = 1,
-            msg_control = control,
-            msg_controllen = (nuint)controlSpace,
-        };
-
-        nint n;
-        bool resetSeen = false;
-        while ((n = Interop.Libc.recvmsg(_socket, &msg, Interop.Libc.MSG_CMSG_CLOEXEC)) < 0)
-        {
-            int errno = Interop.LastErrno;
-            if (errno == Interop.Libc.EINTR)
-            {
-                continue;
-            }
-
-            if (errno == Interop.Libc.ECONNRESET && !resetSeen)
-            {
-                // A Unix socket reports ECONNRESET once when the peer closed with messages of ours still unread; its
-                // own messages (a goodbye, say) are still queued behind the error. Read on: what decides between a
-                // clean end and a dead peer is whether the goodbye is among them.
-                resetSeen = true;
-                continue;
-            }
-
-            if (errno is Interop.Libc.ECONNRESET or Interop.Libc.ENOTCONN or Interop.Libc.EBADF)
-            {
-                lock (_stateLock)
-                {
-                    if (_closed)
-                    {
-                        return null; // closed here while we waited
-                    }
-                }
-
-                throw PeerGone($"recvmsg: {Interop.Libc.ErrnoName(errno)}");
-            }
-
-            throw Interop.GetExceptionForErrno(errno, "recvmsg");
-        }
-
-        CollectFds(&msg, fds);
-        Interlocked.Add(ref _fdsReceived, fds.Count);
-        if (n == 0 && fds.Count == 0)
-        {
-            lock (_stateLock)
-            {
-                if (_closed || _goodbyeReceived)
-                {
-                    Close(ChannelErrorReason.None);
-                    return null;
-                }
-            }
-
-            throw PeerGone("the connection ended");
-        }
-
-        Interlocked.Increment(ref _messagesReceived);
-        if ((msg.msg_flags & Interop.Libc.MSG_CTRUNC) != 0)
+        _ledger.CheckReceivable(); // nothing, not even a malformed record, is processed after the peer's goodbye
+        if (record.ControlTruncated)
         {
             throw new ChannelProtocolException(
-                ChannelErrorReason.SurplusFds, $"The kernel truncated the descriptors that came with a message (MSG_CTRUNC); the {fds.Count} received were closed.");
+                ChannelErrorReason.SurplusFds, $"The kernel truncated the descriptors that came with a message (MSG_CTRUNC); the {record.DescriptorCount} received were closed.");
         }
 
-        if ((msg.msg_flags & Interop.Libc.MSG_TRUNC) != 0)
+        if (record.DataTruncated)
         {
-            throw new ChannelProtocolException(ChannelErrorReason.WrongSize, $"A message longer than {DataSpace} bytes arrived (the longest message is {WireFormat.MaxMessageSize}).");
+            throw new ChannelProtocolException(
+                ChannelErrorReason.WrongSize, $"A message longer than {ChannelSocket.MaxRecord} bytes arrived (the longest message is {WireFormat.MaxMessageSize}).");
         }
 
-        WireMessage m = WireFormat.Decode(new ReadOnlySpan<byte>(data, (int)n), fds.Count);
+        if (record.Length == 0)
+        {
+            throw new ChannelProtocolException(
+                ChannelErrorReason.WrongSize, "A zero-length record arrived while the peer is still connected; it is not an end of stream.");
+        }
+
+        WireMessage m = WireFormat.Decode(data, record.DescriptorCount);
         switch (m.Type)
         {
             case MessageType.Buffer:
-                return OnBuffer(m, fds);
+                return OnBuffer(m, record);
             case MessageType.Ack:
-                lock (_stateLock)
-                {
-                    if (!_outstanding.ContainsKey((m.BufferId, m.Sequence)))
-                    {
-                        throw new ChannelProtocolException(
-                            ChannelErrorReason.UnknownBufferId, $"Acknowledgement of buffer {m.BufferId} #{m.Sequence}, which is not out with the peer.");
-                    }
-                }
-
+                _ledger.OnAck(m.BufferId, m.Sequence);
                 return new BufferAcknowledged(m.BufferId, m.Sequence, m.UserData);
             case MessageType.Release:
-                return OnRelease(m);
+                bool last = _ledger.OnRelease(m.BufferId, m.Sequence);
+                bool returned = last && _pool is not null && _pool.Return(m.BufferId);
+                return new BufferReleased(m.BufferId, m.Sequence, returned);
             case MessageType.Forget:
-                DmaBufHandle? dropped;
-                lock (_stateLock)
-                {
-                    if (!_registered.Remove(m.BufferId, out dropped))
-                    {
-                        throw new ChannelProtocolException(ChannelErrorReason.UnknownBufferId, $"Forget of buffer {m.BufferId}, which is not registered.");
-                    }
-                }
-
-                dropped.Dispose();
-                handled = false;
+                _ledger.OnPeerForget(m.BufferId).Dispose();
                 return null;
             case MessageType.Ping:
-                Send(new WireMessage(MessageType.Pong), fd: null);
-                handled = false;
+                SendControl(new WireMessage(MessageType.Pong), Deadline.Earlier(deadline, Deadline.After(_sendTimeout)));
                 return null;
             case MessageType.Pong:
                 return s_pong;
-            case MessageType.Goodbye:
-                lock (_stateLock)
-                {
-                    _goodbyeReceived = true;
-                }
-
-                handled = false;
+            default: // Goodbye: Decode accepts no other type
+                _ledger.OnGoodbye();
                 return null;
-            default:
-                throw new UnreachableException();
         }
     }
 
-    private ReceivedBuffer OnBuffer(WireMessage m, List<SafeFdHandle> fds)
+    private ReceivedBuffer OnBuffer(WireMessage m, ReceivedRecord record)
     {
         bool transient = m.Flags.HasFlag(MessageFlags.Transient);
-        if (fds.Count == 0)
+        if (record.DescriptorCount == 0)
         {
-            DmaBufHandle delivered;
-            lock (_stateLock)
-            {
-                if (!_registered.TryGetValue(m.BufferId, out DmaBufHandle? registration))
-                {
-                    throw new ChannelProtocolException(
-                        ChannelErrorReason.UnknownBufferId, $"Buffer {m.BufferId} was never sent with its descriptor on this connection (or was forgotten).");
-                }
-
-                if (registration.Buffer.Size != m.Size)
-                {
-                    throw new ChannelProtocolException(
-                        ChannelErrorReason.BadBufferSize, $"Buffer {m.BufferId} was registered with {registration.Buffer.Size} bytes; now the peer claims {m.Size}.");
-                }
-
-                delivered = registration.Duplicate();
-            }
-
+            DmaBufHandle delivered = _ledger.DeliverRegistered(m.BufferId, m.Size, s_duplicate);
             return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, delivered, carriedFd: false, transient: false);
         }
 
-        lock (_stateLock)
-        {
-            if (!transient && _registered.ContainsKey(m.BufferId))
-            {
-                throw new ChannelProtocolException(
-                    ChannelErrorReason.DuplicateBufferId, $"Buffer {m.BufferId} is registered already; its descriptor came again.");
-            }
-
-            if (!transient && _registered.Count >= _maxRegistered)
-            {
-                throw new ChannelProtocolException(
-                    ChannelErrorReason.TooManyBuffers, $"The peer has {_registered.Count} buffers registered; at most {_maxRegistered} are allowed.");
-            }
-        }
-
-        SafeFdHandle fd = fds[0];
-        fds.Clear(); // Import takes it over
+        _ledger.CheckIncoming(m.BufferId, m.Size, transient); // the budgets, before anything is imported or mapped
         DmaBufHandle imported;
         try
         {
-            imported = _imports.Import(fd, m.Size);
+            imported = _imports.Import(record.TakeDescriptor(), m.Size); // Import takes the descriptor over
         }
         catch (BufferImportException e)
         {
@@ -741,191 +659,58 @@ public sealed class BufferChannel : IDisposable
 
         if (transient)
         {
-            return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, imported, carriedFd: true, transient: true);
+            long held = _ledger.HoldTransient(m.Size) ? m.Size : 0;
+            return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, imported, carriedFd: true, transient: true, held);
         }
 
-        DmaBufHandle delivery = imported.Duplicate();
-        bool registered = false;
-        lock (_stateLock)
+        DmaBufHandle delivery;
+        try
         {
-            if (!_closed)
+            delivery = imported.Duplicate();
+            if (!_ledger.Register(m.BufferId, m.Size, imported))
             {
-                _registered.Add(m.BufferId, imported);
-                registered = true;
+                imported.Dispose(); // closed meanwhile: the delivery alone keeps it
             }
         }
-
-        if (!registered)
+        catch
         {
             imported.Dispose();
+            throw;
         }
+
         return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, delivery, carriedFd: true, transient: false);
     }
 
-    private BufferReleased OnRelease(WireMessage m)
-    {
-        bool lastOfBuffer;
-        lock (_stateLock)
-        {
-            if (!_outstanding.Remove((m.BufferId, m.Sequence)))
-            {
-                throw new ChannelProtocolException(
-                    ChannelErrorReason.UnknownBufferId, $"Release of buffer {m.BufferId} #{m.Sequence}, which is not out with the peer.");
-            }
+    private string PeerGoneMessage(string how) =>
+        $"Peer pid {Peer.ProcessId} went away without saying goodbye ({how}) while holding {_ledger.OutstandingCount} of our deliveries " +
+        $"and {_ledger.RegisteredCount} registered buffers of its own; they were released.";
 
-            lastOfBuffer = !_outstanding.Keys.Any(k => k.Id == m.BufferId);
-        }
-
-        bool returned = lastOfBuffer && _pool is not null && _pool.Return(m.BufferId);
-        return new BufferReleased(m.BufferId, m.Sequence, returned);
-    }
-
-    private static unsafe void CollectFds(Interop.Libc.msghdr* msg, List<SafeFdHandle> fds)
-    {
-        int headerSize = sizeof(Interop.Libc.cmsghdr);
-        byte* start = (byte*)msg->msg_control;
-        byte* end = start + (long)msg->msg_controllen;
-        byte* p = start;
-        while (p + headerSize <= end)
-        {
-            var header = (Interop.Libc.cmsghdr*)p;
-            long length = (long)header->cmsg_len;
-            if (length < headerSize || p + length > end)
-            {
-                break;
-            }
-
-            if (header->cmsg_level == Interop.Libc.SOL_SOCKET && header->cmsg_type == Interop.Libc.SCM_RIGHTS)
-            {
-                int count = (int)((length - Interop.Libc.CMSG_LEN(0)) / sizeof(int));
-                int* numbers = (int*)(p + Interop.Libc.CMSG_DATA_OFFSET);
-                for (int i = 0; i < count; i++)
-                {
-                    fds.Add(new SafeFdHandle(numbers[i]));
-                }
-            }
-
-            p += Interop.Libc.CMSG_ALIGN((int)length);
-        }
-    }
-
-    private unsafe void Send(in WireMessage message, SafeFdHandle? fd)
-    {
-        byte* data = stackalloc byte[WireFormat.MaxMessageSize];
-        int length = WireFormat.Encode(message, new Span<byte>(data, WireFormat.MaxMessageSize));
-        int controlSpace = Interop.Libc.CMSG_SPACE(sizeof(int));
-        byte* control = stackalloc byte[controlSpace];
-        new Span<byte>(control, controlSpace).Clear();
-        var iov = new Interop.Libc.iovec { iov_base = data, iov_len = (nuint)length };
-        var msg = new Interop.Libc.msghdr { msg_iov = &iov, msg_iovlen = 1 };
-        bool added = false;
-        try
-        {
-            if (fd is not null)
-            {
-                fd.DangerousAddRef(ref added);
-                var header = (Interop.Libc.cmsghdr*)control;
-                header->cmsg_len = (nuint)Interop.Libc.CMSG_LEN(sizeof(int));
-                header->cmsg_level = Interop.Libc.SOL_SOCKET;
-                header->cmsg_type = Interop.Libc.SCM_RIGHTS;
-                *(int*)(control + Interop.Libc.CMSG_DATA_OFFSET) = (int)fd.DangerousGetHandle();
-                msg.msg_control = control;
-                msg.msg_controllen = (nuint)controlSpace;
-            }
-
-            lock (_sendLock)
-            {
-                while (Interop.Libc.sendmsg(_socket, &msg, Interop.Libc.MSG_NOSIGNAL) < 0)
-                {
-                    int errno = Interop.LastErrno;
-                    if (errno == Interop.Libc.EINTR)
-                    {
-                        continue;
-                    }
-
-                    if (errno is Interop.Libc.EPIPE or Interop.Libc.ECONNRESET or Interop.Libc.ENOTCONN or Interop.Libc.EBADF)
-                    {
-                        ChannelProtocolException e = PeerGone($"sendmsg: {Interop.Libc.ErrnoName(errno)}");
-                        Close(e.Reason);
-                        throw e;
-                    }
-
-                    throw Interop.GetExceptionForErrno(errno, "sendmsg");
-                }
-            }
-        }
-        catch (ObjectDisposedException) when (IsClosed)
-        {
-            throw new ChannelProtocolException(ChannelErrorReason.PeerClosed, "The connection closed while sending.");
-        }
-        finally
-        {
-            if (added)
-            {
-                fd!.DangerousRelease();
-            }
-        }
-
-        Interlocked.Increment(ref _messagesSent);
-        if (fd is not null)
-        {
-            Interlocked.Increment(ref _fdsSent);
-        }
-    }
-
-    private ChannelProtocolException PeerGone(string how)
-    {
-        int ours;
-        int theirs;
-        lock (_stateLock)
-        {
-            ours = _outstanding.Count;
-            theirs = _registered.Count;
-        }
-
-        return new ChannelProtocolException(
-            ChannelErrorReason.PeerClosed,
-            $"Peer pid {Peer.ProcessId} went away without saying goodbye ({how}) while holding {ours} of our deliveries " +
-            $"and {theirs} registered buffers of its own; they were released.");
-    }
-
-    /// <summary>Closes the connection once, dropping every reference it held and returning undelivered buffers to the pool.</summary>
+    /// <summary>
+    /// Closes the connection once: the ledger first (no send starts after it), then the socket is shut down (waking
+    /// every waiter) and closed, then every reference is dropped and undelivered buffers go back to the pool.
+    /// </summary>
     private void Close(ChannelErrorReason reason)
     {
-        List<DmaBufHandle> drop = [];
-        HashSet<long> toPool = [];
-        List<ChannelMessage> pending;
-        lock (_stateLock)
+        ChannelLedger<DmaBufHandle>.CloseResult? closed = _ledger.Close(reason);
+        if (closed is null)
         {
-            if (_closed)
-            {
-                return;
-            }
-
-            _closed = true;
-            _closeReason = reason;
-            drop.AddRange(_shared.Values);
-            drop.AddRange(_registered.Values);
-            foreach (((long id, long _), bool delivered) in _outstanding)
-            {
-                if (delivered)
-                {
-                    toPool.Add(id);
-                }
-            }
-
-            _shared.Clear();
-            _registered.Clear();
-            _outstanding.Clear();
-            pending = [.. _pending];
-            _pending.Clear();
+            return;
         }
 
-        _ = Interop.Libc.shutdown(_socket, Interop.Libc.SHUT_RDWR);
+        _socket.Shutdown();
         _socket.Dispose();
-        foreach (DmaBufHandle h in drop)
+        foreach (DmaBufHandle h in closed.Drop)
         {
             h.Dispose();
+        }
+
+        List<ChannelMessage> pending;
+        lock (_pending)
+        {
+            pending = [.. _pending];
+            _pending.Clear();
+            _pendingClosed = true;
+            AssertPendingLocked();
         }
 
         foreach (ChannelMessage m in pending)
@@ -935,10 +720,21 @@ public sealed class BufferChannel : IDisposable
 
         if (_pool is not null)
         {
-            foreach (long id in toPool)
+            foreach (long id in closed.Undelivered)
             {
                 _pool.Return(id);
             }
+        }
+    }
+
+    [System.Diagnostics.Conditional("DEBUG")]
+    private void AssertPendingLocked()
+    {
+        System.Diagnostics.Debug.Assert(Monitor.IsEntered(_pending), "pending queue checked outside its lock");
+        System.Diagnostics.Debug.Assert(!_pendingClosed || _pending.Count == 0, "a message queued after close drained the queue");
+        foreach (ChannelMessage m in _pending)
+        {
+            System.Diagnostics.Debug.Assert(m is not PongMessage, "a pong was queued for the application");
         }
     }
 

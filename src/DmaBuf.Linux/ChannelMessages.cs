@@ -17,8 +17,10 @@ public sealed class ReceivedBuffer : ChannelMessage, IDisposable
     private readonly BufferChannel _channel;
     private int _disposed;
 
-    internal ReceivedBuffer(BufferChannel channel, long remoteBufferId, long sequence, ulong userData, DmaBufHandle handle, bool carriedFd, bool transient)
+    internal ReceivedBuffer(
+        BufferChannel channel, long remoteBufferId, long sequence, ulong userData, DmaBufHandle handle, bool carriedFd, bool transient, long heldBytes = 0)
     {
+        HeldBytes = heldBytes;
         _channel = channel;
         RemoteBufferId = remoteBufferId;
         Sequence = sequence;
@@ -48,6 +50,9 @@ public sealed class ReceivedBuffer : ChannelMessage, IDisposable
 
     /// <summary>Whether the sender asked not to register the buffer (every send carries the descriptor).</summary>
     public bool IsTransient { get; }
+
+    /// <summary>Bytes of the connection's resident budget this delivery holds (a transient one) until disposed.</summary>
+    internal long HeldBytes { get; }
 
     /// <summary>Drops the reference and sends the release to the peer (unless the connection is closed). Idempotent.</summary>
     public void Dispose()

@@ -56,6 +56,21 @@ public enum ChannelErrorReason
 
     /// <summary>The peer's credentials (<c>SO_PEERCRED</c>) are not the ones allowed.</summary>
     PeerCredentials,
+
+    /// <summary>The peer sent a message after its goodbye; it was refused, not processed.</summary>
+    MessageAfterGoodbye,
+
+    /// <summary>
+    /// The peer's buffers would make us hold more bytes mapped than the connection allows
+    /// (<see cref="BufferChannelOptions.MaxResidentBytes"/>).
+    /// </summary>
+    ResidentBudget,
+
+    /// <summary>A send missed its deadline (<see cref="BufferChannelOptions.SendTimeout"/>): the peer stopped reading.</summary>
+    SendTimeout,
+
+    /// <summary>This side failed to handle the connection (out of memory, too many open files, a socket error).</summary>
+    LocalFailure,
 }
 
 /// <summary>

@@ -13,8 +13,10 @@ namespace DmaBuf.Linux;
 /// Every descriptor is untrusted. It must be a memfd sealed against shrinking (a regular file whose
 /// <c>/proc/self/fd</c> link reads <c>/memfd:</c>, <c>F_GET_SEALS</c> succeeding with <c>F_SEAL_SHRINK</c>) or a dma-buf
 /// (on the dma-buf pseudo file system by <c>fstatfs</c>), open read-write, and at least as large as claimed
-/// (<c>fstat</c>); otherwise
-/// <see cref="BufferImportException"/> says why and the descriptor is closed.
+/// (<c>fstat</c>, read after the seals: a size read before them could be shrunk before they are set); otherwise
+/// <see cref="BufferImportException"/> says why and the descriptor is closed. Imported buffers are mapped without
+/// <c>MAP_POPULATE</c>, so a peer's sparse memfd stays sparse here, and each mapping is checked against the file's size
+/// once it exists.
 /// </remarks>
 public sealed class ImportCache
 {
@@ -156,6 +158,9 @@ public sealed class ImportCache
             throw new BufferImportException(ChannelErrorReason.NotASharedBuffer, $"The descriptor cannot be inspected: {e.Message}", e);
         }
 
+        // What stops a change is read before what it stops: the type and identity of a file cannot change, a memfd's
+        // seals can only grow, and its size can change until F_SEAL_SHRINK is set. So the size is read (again) only
+        // after the seals proved it can no longer shrink. A peer that shrinks and seals between our reads is caught.
         LinuxBufferKind kind;
         if (st.IsRegularFile && link.StartsWith("/memfd:", StringComparison.Ordinal))
         {
@@ -173,6 +178,22 @@ public sealed class ImportCache
             }
 
             kind = LinuxBufferKind.Memfd;
+            Interop.Libc.FileStatus sealedStatus;
+            try
+            {
+                sealedStatus = Interop.Libc.FStat(fd);
+            }
+            catch (LinuxErrorException e)
+            {
+                throw new BufferImportException(ChannelErrorReason.NotASharedBuffer, $"The descriptor cannot be inspected: {e.Message}", e);
+            }
+
+            if (sealedStatus.Device != st.Device || sealedStatus.Inode != st.Inode)
+            {
+                throw new BufferImportException(ChannelErrorReason.NotASharedBuffer, $"'{link}' changed identity between two fstat calls.");
+            }
+
+            st = sealedStatus; // the size that counts: read after the seals
         }
         else if (IsDmaBuf(fd))
         {
@@ -255,6 +276,8 @@ public sealed class ImportCache
         : LinuxExporter(cache, registry)
     {
         public override string Name { get; } = name;
+
+        private protected override bool PopulateMappings => false;
 
         public override DmaBufHandle Allocate(long size, string? name = null) =>
             throw new NotSupportedException("Imported buffers come from a descriptor; they are not allocated here.");

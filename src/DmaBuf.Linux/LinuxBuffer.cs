@@ -18,8 +18,9 @@ public enum LinuxBufferKind
 /// </summary>
 public sealed class LinuxBuffer
 {
-    internal LinuxBuffer(SafeFdHandle fd, FileIdentity identity, LinuxBufferKind kind, long size, long fileSize, MmapCache cache)
+    internal LinuxBuffer(SafeFdHandle fd, FileIdentity identity, LinuxBufferKind kind, long size, long fileSize, MmapCache cache, bool populate = true)
     {
+        Populate = populate;
         Fd = fd;
         Identity = identity;
         Kind = kind;
@@ -45,6 +46,12 @@ public sealed class LinuxBuffer
 
     /// <summary>The owned descriptor. Callers borrow it; only the exporter's release closes it.</summary>
     internal SafeFdHandle Fd { get; }
+
+    /// <summary>
+    /// Whether mappings are pre-faulted (<c>MAP_POPULATE</c>): yes for our own buffers, no for a peer's, whose sparse
+    /// memfd would otherwise become resident here (its size counts against the channel's budget instead).
+    /// </summary>
+    internal bool Populate { get; }
 
     /// <summary>Bytes to map: the whole buffer.</summary>
     internal long MappedLength => Size;

@@ -51,11 +51,13 @@ public abstract class LinuxExporter : IDmaBufExporter
     /// </summary>
     private protected DmaBufHandle Export(SafeFdHandle fd, LinuxBufferKind kind, long size, string? name)
     {
+        DmaBufHandle handle;
+        LinuxBuffer buffer;
         try
         {
             Interop.Libc.FileStatus st = Interop.Libc.FStat(fd);
-            var buffer = new LinuxBuffer(fd, new FileIdentity(st.Device, st.Inode), kind, size, st.Size, Cache);
-            DmaBufHandle handle = DmaBuffer.Export(new DmaBufExportInfo
+            buffer = new LinuxBuffer(fd, new FileIdentity(st.Device, st.Inode), kind, size, st.Size, Cache, PopulateMappings);
+            handle = DmaBuffer.Export(new DmaBufExportInfo
             {
                 Exporter = this,
                 Size = size,
@@ -63,12 +65,21 @@ public abstract class LinuxExporter : IDmaBufExporter
                 Name = name,
                 Registry = Registry,
             });
+        }
+        catch
+        {
+            fd.Dispose(); // not exported: the descriptor is still ours
+            throw;
+        }
+
+        try
+        {
             OnExported(handle.Buffer, buffer);
             return handle;
         }
         catch
         {
-            fd.Dispose();
+            handle.Dispose(); // exported (rule 7): only the reference goes; the release closes the descriptor, once
             throw;
         }
     }
@@ -94,6 +105,9 @@ public abstract class LinuxExporter : IDmaBufExporter
 
         return Export(fd, LinuxBufferKind.DmaBuf, size, name);
     }
+
+    /// <summary>Whether CPU mappings of this exporter's buffers are pre-faulted; false for buffers that came from a peer.</summary>
+    private protected virtual bool PopulateMappings => true;
 
     /// <summary>Called after a buffer of this exporter was exported. Must not throw.</summary>
     private protected virtual void OnExported(DmaBuffer buffer, LinuxBuffer linux)

@@ -127,7 +127,8 @@ public sealed class MmapCache
         Unmap(drop);
         drop = null;
         LinuxMetrics.s_mmapMisses.Add(1);
-        nint address = Interop.Libc.MapShared(buffer.Fd, length);
+        nint address = Interop.Libc.MapShared(buffer.Fd, length, buffer.Populate);
+        CheckCovered(buffer, address, length);
         var fresh = new Region(buffer.Identity, address, length);
         using (OrderedLock.Scope scope = _lock.Enter())
         {
@@ -215,6 +216,32 @@ public sealed class MmapCache
         }
 
         Unmap(drop);
+    }
+
+    /// <summary>
+    /// After the mmap: the file must still hold every byte the buffer claims, or touching the end would SIGBUS. Import
+    /// checks this before (seals, then size); this is the check of what the mapping really has, after the fact.
+    /// </summary>
+    private static void CheckCovered(LinuxBuffer buffer, nint address, long length)
+    {
+        long fileSize;
+        try
+        {
+            fileSize = Interop.Libc.FStat(buffer.Fd).Size;
+        }
+        catch
+        {
+            Interop.Libc.Unmap(address, length);
+            throw;
+        }
+
+        if (fileSize < buffer.MappedLength)
+        {
+            Interop.Libc.Unmap(address, length);
+            throw new BufferImportException(
+                ChannelErrorReason.BufferTooSmall,
+                $"The file behind buffer {buffer.Identity} has {fileSize} bytes, fewer than the {buffer.MappedLength} it was mapped for; the mapping was undone.");
+        }
     }
 
     private void RemoveLocked(Region region)

@@ -20,6 +20,27 @@ internal static class ProcessResources
 
     public static bool IsOpen(int fd) => File.Exists($"/proc/self/fd/{fd}") || Directory.Exists($"/proc/self/fd/{fd}");
 
+    /// <summary>The resident size (<c>Rss</c> in /proc/self/smaps) of the mapping that starts at <paramref name="address"/>.</summary>
+    public static long ResidentKiB(nint address)
+    {
+        string start = ((ulong)address).ToString("x", System.Globalization.CultureInfo.InvariantCulture);
+        bool inMapping = false;
+        foreach (string line in File.ReadLines("/proc/self/smaps"))
+        {
+            string first = line.Split(' ', 2)[0];
+            if (!first.EndsWith(':')) // a mapping's header line ("start-end perms ..."), not one of its fields
+            {
+                inMapping = line.StartsWith(start + "-", StringComparison.Ordinal);
+            }
+            else if (inMapping && line.StartsWith("Rss:", StringComparison.Ordinal))
+            {
+                return long.Parse(line[4..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+            }
+        }
+
+        throw new InvalidOperationException($"No mapping starts at 0x{start}.");
+    }
+
     public static string UniqueSocketName(string what) => $"dmabuf-test-{Environment.ProcessId}-{what}-{Guid.NewGuid():N}";
 }
 
@@ -180,6 +201,57 @@ internal sealed class ForeignDevice : IDmaDevice
 
         public void Unmap(ScatterTable mapped, DmaDirection direction)
         {
+        }
+    }
+}
+
+/// <summary>
+/// Work on a thread of its own, waited for with a hang guard (not a timing assertion): a call that should return
+/// within its deadline but hangs fails the test instead of hanging the run.
+/// </summary>
+internal sealed class Background<T>
+{
+    private readonly Thread _thread;
+    private T? _result;
+    private System.Runtime.ExceptionServices.ExceptionDispatchInfo? _error;
+
+    private Background(Func<T> work)
+    {
+        _thread = new Thread(() =>
+        {
+            try
+            {
+                _result = work();
+            }
+            catch (Exception e)
+            {
+                _error = System.Runtime.ExceptionServices.ExceptionDispatchInfo.Capture(e);
+            }
+        })
+        { IsBackground = true };
+        _thread.Start();
+    }
+
+    /// <summary>The guard: far longer than any deadline a test sets, far shorter than forever.</summary>
+    public static TimeSpan Guard { get; } = TimeSpan.FromSeconds(30);
+
+    public bool IsCompleted => !_thread.IsAlive;
+
+    public static Background<T> Start(Func<T> work) => new(work);
+
+    /// <summary>Runs <paramref name="work"/> and returns its result, failing the test if it has not returned within the guard.</summary>
+    public static T Run(Func<T> work) => Start(work).Result;
+
+    public bool Wait(TimeSpan timeout) => _thread.Join(timeout);
+
+    /// <summary>The result (rethrowing what the work threw); fails the test if it has not returned within the guard.</summary>
+    public T Result
+    {
+        get
+        {
+            Assert.True(_thread.Join(Guard), $"The call did not return within {Guard}.");
+            _error?.Throw();
+            return _result!;
         }
     }
 }

@@ -18,6 +18,8 @@ internal static partial class Interop
 
         // <poll.h>
         internal const short POLLIN = 0x1;
+        internal const short POLLOUT = 0x4;
+        internal const short POLLRDHUP = 0x2000;
         internal const short POLLERR = 0x8;
         internal const short POLLHUP = 0x10;
 
@@ -54,7 +56,7 @@ internal static partial class Interop
 
         /// <summary>A close-on-exec duplicate of <paramref name="fd"/> (<c>F_DUPFD_CLOEXEC</c>): another number, the same file.</summary>
         internal static SafeFdHandle Duplicate(SafeFdHandle fd) =>
-            CheckFd(fcntl(fd, F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)");
+            CheckFd(Faults.Fail("fcntl(F_DUPFD_CLOEXEC)") ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)");
 
         /// <summary>Makes a pipe (used by tests to offer a peer an fd that is not a buffer).</summary>
         internal static unsafe (SafeFdHandle Read, SafeFdHandle Write) Pipe()

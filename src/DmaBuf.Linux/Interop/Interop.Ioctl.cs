@@ -62,8 +62,12 @@ internal static partial class Interop
         }
 
         /// <summary><c>ioctl</c> with a pointer argument; <c>request</c> is an <c>unsigned long</c> in glibc.</summary>
-        [LibraryImport(Libraries.Libc, SetLastError = true)]
-        internal static unsafe partial int ioctl(SafeFdHandle fd, nuint request, void* arg);
+        [LibraryImport(Libraries.Libc, EntryPoint = "ioctl", SetLastError = true)]
+        private static unsafe partial int ioctl_native(SafeFdHandle fd, nuint request, void* arg);
+
+        /// <summary><c>ioctl</c>, through the errno seam (<see cref="Faults"/>).</summary>
+        internal static unsafe int ioctl(SafeFdHandle fd, nuint request, void* arg) =>
+            Faults.Fail("ioctl") ? -1 : ioctl_native(fd, request, arg);
 
         /// <summary>
         /// <c>DMA_BUF_IOCTL_SYNC</c> with <paramref name="flags"/> as given: the kernel refuses flags with unknown bits or

@@ -17,8 +17,12 @@ internal static partial class Interop
         internal const int F_SEAL_GROW = 0x4;
         internal const int F_SEAL_WRITE = 0x8;
 
-        [LibraryImport(Libraries.Libc, SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-        internal static partial int memfd_create(string name, uint flags);
+        [LibraryImport(Libraries.Libc, EntryPoint = "memfd_create", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+        private static partial int memfd_create_native(string name, uint flags);
+
+        /// <summary><c>memfd_create</c>, through the errno seam (<see cref="Faults"/>).</summary>
+        internal static int memfd_create(string name, uint flags) =>
+            Faults.Fail("memfd_create") ? -1 : memfd_create_native(name, flags);
 
         [LibraryImport(Libraries.Libc, SetLastError = true)]
         internal static partial int ftruncate(SafeFdHandle fd, long length);
@@ -57,7 +61,7 @@ internal static partial class Interop
         /// <summary>The seals of <paramref name="fd"/>, or -1 with <paramref name="errno"/> set when it cannot have any.</summary>
         internal static int TryGetSeals(SafeFdHandle fd, out int errno)
         {
-            int seals = fcntl(fd, F_GET_SEALS, 0);
+            int seals = Faults.Fail("fcntl(F_GET_SEALS)") ? -1 : fcntl(fd, F_GET_SEALS, 0);
             errno = seals < 0 ? LastErrno : 0;
             return seals;
         }

@@ -11,16 +11,25 @@ internal static partial class Interop
         internal const int MAP_SHARED = 0x01;
         internal const int MAP_POPULATE = 0x8000;
 
-        [LibraryImport(Libraries.Libc, SetLastError = true)]
-        internal static unsafe partial void* mmap(void* addr, nuint length, int prot, int flags, SafeFdHandle fd, long offset);
+        [LibraryImport(Libraries.Libc, EntryPoint = "mmap", SetLastError = true)]
+        private static unsafe partial void* mmap_native(void* addr, nuint length, int prot, int flags, SafeFdHandle fd, long offset);
+
+        /// <summary><c>mmap</c>, through the errno seam (<see cref="Faults"/>).</summary>
+        internal static unsafe void* mmap(void* addr, nuint length, int prot, int flags, SafeFdHandle fd, long offset) =>
+            Faults.Fail("mmap") ? (void*)-1 : mmap_native(addr, length, prot, flags, fd, offset);
 
         [LibraryImport(Libraries.Libc, SetLastError = true)]
         internal static unsafe partial int munmap(void* addr, nuint length);
 
-        /// <summary>Maps <paramref name="length"/> bytes of <paramref name="fd"/> shared, read-write, pre-faulted.</summary>
-        internal static unsafe nint MapShared(SafeFdHandle fd, long length)
+        /// <summary>
+        /// Maps <paramref name="length"/> bytes of <paramref name="fd"/> shared and read-write; pre-faulted
+        /// (<c>MAP_POPULATE</c>) when <paramref name="populate"/>. Never populate a peer's descriptor: a sparse memfd
+        /// would become resident.
+        /// </summary>
+        internal static unsafe nint MapShared(SafeFdHandle fd, long length, bool populate)
         {
-            void* address = mmap(null, (nuint)length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+            int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
+            void* address = mmap(null, (nuint)length, PROT_READ | PROT_WRITE, flags, fd, 0);
             if (address == (void*)-1)
             {
                 throw GetExceptionForErrno(LastErrno, "mmap", $"{length} bytes");

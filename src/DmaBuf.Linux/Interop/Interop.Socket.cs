@@ -95,11 +95,19 @@ internal static partial class Interop
         [LibraryImport(Libraries.Libc, SetLastError = true)]
         internal static unsafe partial int accept4(SafeFdHandle sockfd, void* addr, uint* addrlen, int flags);
 
-        [LibraryImport(Libraries.Libc, SetLastError = true)]
-        internal static unsafe partial nint sendmsg(SafeFdHandle sockfd, msghdr* msg, int flags);
+        [LibraryImport(Libraries.Libc, EntryPoint = "sendmsg", SetLastError = true)]
+        private static unsafe partial nint sendmsg_native(SafeFdHandle sockfd, msghdr* msg, int flags);
 
-        [LibraryImport(Libraries.Libc, SetLastError = true)]
-        internal static unsafe partial nint recvmsg(SafeFdHandle sockfd, msghdr* msg, int flags);
+        [LibraryImport(Libraries.Libc, EntryPoint = "recvmsg", SetLastError = true)]
+        private static unsafe partial nint recvmsg_native(SafeFdHandle sockfd, msghdr* msg, int flags);
+
+        /// <summary><c>sendmsg</c>, through the errno seam (<see cref="Faults"/>).</summary>
+        internal static unsafe nint sendmsg(SafeFdHandle sockfd, msghdr* msg, int flags) =>
+            Faults.Fail("sendmsg") ? -1 : sendmsg_native(sockfd, msg, flags);
+
+        /// <summary><c>recvmsg</c>, through the errno seam (<see cref="Faults"/>).</summary>
+        internal static unsafe nint recvmsg(SafeFdHandle sockfd, msghdr* msg, int flags) =>
+            Faults.Fail("recvmsg") ? -1 : recvmsg_native(sockfd, msg, flags);
 
         [LibraryImport(Libraries.Libc, SetLastError = true)]
         internal static unsafe partial int getsockopt(SafeFdHandle sockfd, int level, int optname, void* optval, uint* optlen);

@@ -71,7 +71,7 @@ internal static partial class Interop
         internal static unsafe FileStatus FStat(SafeFdHandle fd)
         {
             byte* buffer = stackalloc byte[StatBufferSize];
-            Check(fstat(fd, buffer), "fstat");
+            Check(Faults.Fail("fstat") ? -1 : fstat(fd, buffer), "fstat");
             StatLayout l = StatLayout.Current;
             return new FileStatus(
                 Unsafe.ReadUnaligned<ulong>(buffer + l.st_dev),
