@@ -27,10 +27,15 @@ public sealed class RaceCoyoteTests
     [MemberData(nameof(Scenarios))]
     public async Task Race_CoyoteSystematic_NoRuleBroken(string scenario)
     {
+        if (StressSettings.Races is { } selected && !selected.Contains(scenario))
+        {
+            Assert.Skip($"{scenario} is not in DMABUF_STRESS_RACES.");
+        }
+
         Func<Task> test = RewrittenScenario(scenario);
         Configuration configuration = Configuration.Create()
             .WithTestingIterations(StressSettings.CoyoteIterations)
-            .WithRandomGeneratorSeed(20251)
+            .WithRandomGeneratorSeed(StressSettings.CoyoteSeed)
             .WithDeadlockTimeout(5_000)
             .WithPartiallyControlledConcurrencyAllowed(true)
             .WithPotentialDeadlocksReportedAsBugs(true)

@@ -17,6 +17,18 @@ internal static class StressSettings
     /// <summary>Real-thread iterations per race (DMABUF_STRESS_THREAD_ITERATIONS).</summary>
     public static int ThreadIterations { get; } = (int)Read("DMABUF_STRESS_THREAD_ITERATIONS", 2_000);
 
+    /// <summary>
+    /// Races to run (DMABUF_STRESS_RACES, comma-separated scenario names); all when unset. For splitting a long run
+    /// over several processes: the others skip, saying so.
+    /// </summary>
+    public static IReadOnlySet<string>? Races { get; } =
+        Environment.GetEnvironmentVariable("DMABUF_STRESS_RACES") is { Length: > 0 } list
+            ? list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.Ordinal)
+            : null;
+
+    /// <summary>Seed of Coyote's scheduler (DMABUF_STRESS_COYOTE_SEED), so a long run can explore other schedules than CI's.</summary>
+    public static uint CoyoteSeed { get; } = (uint)Read("DMABUF_STRESS_COYOTE_SEED", 20251);
+
     private static long Read(string name, long fallback) =>
         Environment.GetEnvironmentVariable(name) is { Length: > 0 } text
             ? long.Parse(text, NumberStyles.None, CultureInfo.InvariantCulture)
