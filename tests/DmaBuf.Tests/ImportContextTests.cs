@@ -339,4 +339,33 @@ public sealed class ImportContextTests
         ArgumentException e = Assert.Throws<ArgumentException>(() => new ImportContext(Make.Device(), ImportMappingMode.PerAddressSpace));
         Assert.Contains("SharedMappingCache", e.Message, StringComparison.Ordinal);
     }
+
+    // The hit path (import, map from the cache, end the use) is the one run per frame: it must allocate nothing, in either
+    // mode, including the budget's bookkeeping when a use ends under budget.
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Import_HitPath_AllocatesNothing(bool perAddressSpace)
+    {
+        var space = new TestAddressSpace();
+        using var shared = new SharedMappingCache(space, budgetBytes: 1L << 20);
+        using var context = perAddressSpace
+            ? new ImportContext(new TestDevice("display", space), shared)
+            : new ImportContext(new TestDevice("display", space), budgetBytes: 1L << 20);
+        using DmaBufHandle handle = Make.Buffer(new TestExporter());
+        for (int i = 0; i < 3; i++) // the miss, then warm every lazily made piece
+        {
+            using ImportedBuffer imp = context.Import(handle);
+            imp.Map(DmaDirection.ToDevice);
+        }
+
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 1000; i++)
+        {
+            using ImportedBuffer imp = context.Import(handle);
+            imp.Map(DmaDirection.ToDevice);
+        }
+
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
 }

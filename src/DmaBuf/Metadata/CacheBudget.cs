@@ -168,7 +168,7 @@ internal sealed class CacheBudget(long budgetBytes)
     public int EvictOverBudget(Func<CacheSlot, bool> evict)
     {
         int evicted = 0;
-        var refused = new HashSet<CacheSlot>();
+        HashSet<CacheSlot>? refused = null; // allocated only when a claim fails: the under-budget path allocates nothing
         while (true)
         {
             CacheSlot? victim = null;
@@ -181,7 +181,7 @@ internal sealed class CacheBudget(long budgetBytes)
 
                 for (LinkedListNode<CacheSlot>? n = _lru.Last; n is not null; n = n.Previous)
                 {
-                    if (!n.Value.InUse && !refused.Contains(n.Value))
+                    if (!n.Value.InUse && refused?.Contains(n.Value) != true)
                     {
                         victim = n.Value;
                         break;
@@ -200,7 +200,7 @@ internal sealed class CacheBudget(long budgetBytes)
             }
             else
             {
-                refused.Add(victim);
+                (refused ??= []).Add(victim);
             }
         }
     }

@@ -37,6 +37,7 @@ public sealed class ImportContext : MetadataOwner
     private static readonly MetadataKey<ImportedBuffer> s_importKey = new("import", dependsOnPlacement: true);
 
     private readonly CacheBudget _budget;
+    private Func<CacheSlot, bool>? _evict;
     private long _hits;
     private long _misses;
     private long _mapHits;
@@ -215,11 +216,10 @@ public sealed class ImportContext : MetadataOwner
 
     private void EvictOverBudget()
     {
-        int evicted = _budget.EvictOverBudget(slot =>
-        {
-            var imported = (ImportedBuffer)slot.Item;
-            return imported.Buffer is { } buffer && buffer.Metadata.Remove(s_importKey, this, MetadataReleaseReason.Evicted, CacheSlot.ClaimIfUnused);
-        });
+        // One delegate per cache, made on first use: the path that ends a use under budget allocates nothing.
+        _evict ??= slot => ((ImportedBuffer)slot.Item).Buffer is { } buffer
+            && buffer.Metadata.Remove(s_importKey, this, MetadataReleaseReason.Evicted, CacheSlot.ClaimIfUnused);
+        int evicted = _budget.EvictOverBudget(_evict);
         if (evicted > 0)
         {
             Interlocked.Add(ref _evictions, evicted);

@@ -19,6 +19,7 @@ public sealed class SharedMappingCache : MetadataOwner
     private static readonly MetadataKey<SharedMapping> s_key = new("shared-mapping", dependsOnPlacement: true);
 
     private readonly CacheBudget _budget;
+    private Func<CacheSlot, bool>? _evict;
     private long _hits;
     private long _misses;
     private long _evictions;
@@ -90,12 +91,7 @@ public sealed class SharedMappingCache : MetadataOwner
                 return mapping;
             }
 
-            mapping = buffer.Metadata.GetOrAdd(
-                s_key,
-                this,
-                b => new SharedMapping(this, CachedMapping.Create(b, device, DmaDirection.Bidirectional)),
-                static (m, _) => m.ReleaseFromEntry(),
-                out bool added);
+            mapping = Create(buffer, device, out bool added);
             if (added)
             {
                 Interlocked.Increment(ref _misses);
@@ -108,6 +104,15 @@ public sealed class SharedMappingCache : MetadataOwner
             }
         }
     }
+
+    // The miss in a method of its own: its closure (it captures the device) would otherwise be allocated on every hit.
+    private SharedMapping Create(DmaBuffer buffer, IDmaDevice device, out bool added) =>
+        buffer.Metadata.GetOrAdd(
+            s_key,
+            this,
+            b => new SharedMapping(this, CachedMapping.Create(b, device, DmaDirection.Bidirectional)),
+            static (m, _) => m.ReleaseFromEntry(),
+            out added);
 
     /// <summary>Ends a use begun by <see cref="Acquire"/>.</summary>
     internal void Release(SharedMapping mapping)
@@ -130,11 +135,10 @@ public sealed class SharedMappingCache : MetadataOwner
 
     private void EvictOverBudget()
     {
-        int evicted = _budget.EvictOverBudget(slot =>
-        {
-            var mapping = (SharedMapping)slot.Item;
-            return mapping.Buffer is { } buffer && buffer.Metadata.Remove(s_key, this, MetadataReleaseReason.Evicted, CacheSlot.ClaimIfUnused);
-        });
+        // One delegate per cache, made on first use: the path that ends a use under budget allocates nothing.
+        _evict ??= slot => ((SharedMapping)slot.Item).Buffer is { } buffer
+            && buffer.Metadata.Remove(s_key, this, MetadataReleaseReason.Evicted, CacheSlot.ClaimIfUnused);
+        int evicted = _budget.EvictOverBudget(_evict);
         if (evicted > 0)
         {
             Interlocked.Add(ref _evictions, evicted);
