@@ -1,8 +1,8 @@
 using System.Reflection;
-using System.Runtime.Loader;
 using Microsoft.Coyote;
 using Microsoft.Coyote.Rewriting;
 using Microsoft.Coyote.SystematicTesting;
+using DmaBuf.Testing.Coyote;
 
 namespace DmaBuf.Linux.Tests;
 
@@ -43,43 +43,14 @@ public sealed class LedgerCoyoteTests
         Assert.True(report.MaxConcurrencyDegree >= 2, $"max concurrency degree {report.MaxConcurrencyDegree}");
     }
 
+    private static readonly RewrittenAssemblies s_rewritten = new("DmaBuf.Linux.Tests.csproj", "DmaBuf.Linux", "DmaBuf.Linux.Tests");
+
     private static Func<Task> RewrittenScenario(string name)
     {
-        Assembly tests = Rewritten.Tests;
-        Assert.True(RewritingEngine.IsAssemblyRewritten(tests), $"{tests.Location} is not rewritten by Coyote.");
-        Assert.True(RewritingEngine.IsAssemblyRewritten(Rewritten.Framework), $"{Rewritten.Framework.Location} is not rewritten by Coyote.");
-        MethodInfo method = tests.GetType(typeof(LedgerRace).FullName!, throwOnError: true)!
-            .GetMethod(name, BindingFlags.Public | BindingFlags.Static)!;
-        return method.CreateDelegate<Func<Task>>();
-    }
-
-    /// <summary>The rewritten copies, loaded once beside the originals. Everything else resolves from the default context.</summary>
-    private static class Rewritten
-    {
-        private static readonly string s_directory = Path.Combine(AppContext.BaseDirectory, "coyote");
-        private static readonly Context s_context = new(s_directory);
-
-        public static Assembly Tests { get; } = Load("DmaBuf.Linux.Tests");
-
-        public static Assembly Framework { get; } = Load("DmaBuf.Linux");
-
-        private static Assembly Load(string name)
-        {
-            string path = Path.Combine(s_directory, name + ".dll");
-            if (!File.Exists(path))
-            {
-                throw new FileNotFoundException("The Coyote-rewritten assembly is missing; the CoyoteRewrite target of DmaBuf.Linux.Tests.csproj makes it after build.", path);
-            }
-
-            return s_context.LoadFromAssemblyName(new AssemblyName(name));
-        }
-
-        private sealed class Context(string directory) : AssemblyLoadContext("coyote-rewritten")
-        {
-            protected override Assembly? Load(AssemblyName assemblyName) =>
-                assemblyName.Name is "DmaBuf.Linux" or "DmaBuf.Linux.Tests"
-                    ? LoadFromAssemblyPath(Path.Combine(directory, assemblyName.Name + ".dll"))
-                    : null;
-        }
+        Func<Task> scenario = s_rewritten.Scenario(typeof(LedgerRace), name);
+        Assert.True(RewritingEngine.IsAssemblyRewritten(scenario.Method.DeclaringType!.Assembly), $"{scenario.Method.DeclaringType.Assembly.Location} is not rewritten by Coyote.");
+        Assembly framework = s_rewritten.Load("DmaBuf.Linux");
+        Assert.True(RewritingEngine.IsAssemblyRewritten(framework), $"{framework.Location} is not rewritten by Coyote.");
+        return scenario;
     }
 }

@@ -1,8 +1,8 @@
 using System.Reflection;
-using System.Runtime.Loader;
 using Microsoft.Coyote;
 using Microsoft.Coyote.Rewriting;
 using Microsoft.Coyote.SystematicTesting;
+using DmaBuf.Testing.Coyote;
 
 namespace DmaBuf.Tests;
 
@@ -42,43 +42,14 @@ public sealed class FenceCoyoteTests
         Assert.True(report.MaxConcurrencyDegree >= 2, $"max concurrency degree {report.MaxConcurrencyDegree}");
     }
 
+    private static readonly RewrittenAssemblies s_rewritten = new("DmaBuf.Tests.csproj", "DmaBuf", "DmaBuf.Tests");
+
     private static Func<Task> RewrittenScenario(string name)
     {
-        Assembly tests = Rewritten.Tests;
-        Assert.True(RewritingEngine.IsAssemblyRewritten(tests), $"{tests.Location} is not rewritten by Coyote.");
-        Assert.True(RewritingEngine.IsAssemblyRewritten(Rewritten.Framework), $"{Rewritten.Framework.Location} is not rewritten by Coyote.");
-        MethodInfo method = tests.GetType(typeof(FenceRace).FullName!, throwOnError: true)!
-            .GetMethod(name, BindingFlags.Public | BindingFlags.Static)!;
-        return method.CreateDelegate<Func<Task>>();
-    }
-
-    /// <summary>The rewritten copies, loaded once beside the originals. Everything else resolves from the default context.</summary>
-    private static class Rewritten
-    {
-        private static readonly string s_directory = Path.Combine(AppContext.BaseDirectory, "coyote");
-        private static readonly Context s_context = new(s_directory);
-
-        public static Assembly Tests { get; } = Load("DmaBuf.Tests");
-
-        public static Assembly Framework { get; } = Load("DmaBuf");
-
-        private static Assembly Load(string name)
-        {
-            string path = Path.Combine(s_directory, name + ".dll");
-            if (!File.Exists(path))
-            {
-                throw new FileNotFoundException("The Coyote-rewritten assembly is missing; the CoyoteRewrite target of DmaBuf.Tests.csproj makes it after build.", path);
-            }
-
-            return s_context.LoadFromAssemblyName(new AssemblyName(name));
-        }
-
-        private sealed class Context(string directory) : AssemblyLoadContext("coyote-rewritten")
-        {
-            protected override Assembly? Load(AssemblyName assemblyName) =>
-                assemblyName.Name is "DmaBuf" or "DmaBuf.Tests"
-                    ? LoadFromAssemblyPath(Path.Combine(directory, assemblyName.Name + ".dll"))
-                    : null;
-        }
+        Func<Task> scenario = s_rewritten.Scenario(typeof(FenceRace), name);
+        Assert.True(RewritingEngine.IsAssemblyRewritten(scenario.Method.DeclaringType!.Assembly), $"{scenario.Method.DeclaringType.Assembly.Location} is not rewritten by Coyote.");
+        Assembly framework = s_rewritten.Load("DmaBuf");
+        Assert.True(RewritingEngine.IsAssemblyRewritten(framework), $"{framework.Location} is not rewritten by Coyote.");
+        return scenario;
     }
 }

@@ -1,0 +1,55 @@
+using System.Reflection;
+using System.Runtime.Loader;
+
+namespace DmaBuf.Testing.Coyote;
+
+/// <summary>
+/// The copies of a test project's assemblies that its CoyoteRewrite build step rewrote into bin/.../coyote/, loaded
+/// once in their own load context beside the originals (everything else resolves from the default context). Coyote
+/// controls only rewritten code, so the systematic tests run their scenarios from here.
+/// </summary>
+public sealed class RewrittenAssemblies
+{
+    private readonly string _directory = Path.Combine(AppContext.BaseDirectory, "coyote");
+    private readonly string _project;
+    private readonly Context _context;
+
+    /// <summary>Loads <paramref name="names"/> (assembly names) from the coyote directory of <paramref name="project"/>'s output.</summary>
+    public RewrittenAssemblies(string project, params string[] names)
+    {
+        _project = project;
+        _context = new Context(_directory, [.. names]);
+    }
+
+    /// <summary>The rewritten copy of <paramref name="name"/>.</summary>
+    /// <exception cref="FileNotFoundException">The build step has not made it.</exception>
+    public Assembly Load(string name)
+    {
+        string path = Path.Combine(_directory, name + ".dll");
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"The Coyote-rewritten assembly is missing; the CoyoteRewrite target of {_project} makes it after build.", path);
+        }
+
+        return _context.LoadFromAssemblyName(new AssemblyName(name));
+    }
+
+    /// <summary>The static, parameterless <c>Task</c> method <paramref name="method"/> of <paramref name="type"/>, from its rewritten copy.</summary>
+    public Func<Task> Scenario(Type type, string method)
+    {
+        ArgumentNullException.ThrowIfNull(type);
+        Assembly assembly = Load(type.Assembly.GetName().Name!);
+        MethodInfo found = assembly.GetType(type.FullName!, throwOnError: true)!
+            .GetMethod(method, BindingFlags.Public | BindingFlags.Static, Type.EmptyTypes)
+            ?? throw new MissingMethodException(type.FullName, method);
+        return found.CreateDelegate<Func<Task>>();
+    }
+
+    private sealed class Context(string directory, HashSet<string> names) : AssemblyLoadContext("coyote-rewritten")
+    {
+        protected override Assembly? Load(AssemblyName assemblyName) =>
+            assemblyName.Name is { } name && names.Contains(name)
+                ? LoadFromAssemblyPath(Path.Combine(directory, name + ".dll"))
+                : null;
+    }
+}
