@@ -1,6 +1,4 @@
-using System.Reflection;
 using Microsoft.Coyote;
-using Microsoft.Coyote.Rewriting;
 using Microsoft.Coyote.SystematicTesting;
 using DmaBuf.Testing.Coyote;
 
@@ -47,24 +45,11 @@ public sealed class RaceCoyoteTests
         Assert.True(finished == run, $"{scenario}: the Coyote engine did not finish within {s_guard}; a side is blocked where Coyote cannot schedule it.");
         await run;
 
-        TestReport report = engine.TestReport;
         TestContext.Current.TestOutputHelper?.WriteLine(engine.GetReport());
-        Assert.True(report.NumOfFoundBugs == 0, $"{scenario}: {string.Join(Environment.NewLine, report.BugReports)}{Environment.NewLine}{engine.ReadableTrace}");
-        Assert.Empty(report.InternalErrors);
-        // An uncontrolled call (a Task API or lock Coyote 1.7 does not know) would hide interleavings behind it.
-        Assert.Empty(report.UncontrolledInvocations);
-        Assert.Equal((int)StressSettings.CoyoteIterations, report.NumOfExploredUnfairPaths + report.NumOfExploredFairPaths);
-        Assert.True(report.MaxConcurrencyDegree >= 2, $"max concurrency degree {report.MaxConcurrencyDegree}: nothing ran concurrently");
+        RewrittenAssemblies.AssertClean(engine, StressSettings.CoyoteIterations, scenario);
     }
 
     private static readonly RewrittenAssemblies s_rewritten = new("DmaBuf.Stress.Tests.csproj", "DmaBuf", "DmaBuf.Stress");
 
-    private static Func<Task> RewrittenScenario(string name)
-    {
-        Func<Task> scenario = s_rewritten.Scenario(typeof(RaceScenarios), name);
-        Assert.True(RewritingEngine.IsAssemblyRewritten(scenario.Method.DeclaringType!.Assembly), $"{scenario.Method.DeclaringType.Assembly.Location} is not rewritten by Coyote.");
-        Assembly framework = s_rewritten.Load("DmaBuf");
-        Assert.True(RewritingEngine.IsAssemblyRewritten(framework), $"{framework.Location} is not rewritten by Coyote.");
-        return scenario;
-    }
+    private static Func<Task> RewrittenScenario(string name) => s_rewritten.RewrittenScenario(typeof(RaceScenarios), name, "DmaBuf");
 }

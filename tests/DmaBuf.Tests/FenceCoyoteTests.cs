@@ -1,6 +1,4 @@
-using System.Reflection;
 using Microsoft.Coyote;
-using Microsoft.Coyote.Rewriting;
 using Microsoft.Coyote.SystematicTesting;
 using DmaBuf.Testing.Coyote;
 
@@ -31,25 +29,11 @@ public sealed class FenceCoyoteTests
 
         engine.Run();
 
-        TestReport report = engine.TestReport;
         TestContext.Current.TestOutputHelper?.WriteLine(engine.GetReport());
-        Assert.True(report.NumOfFoundBugs == 0, string.Join(Environment.NewLine, report.BugReports) + Environment.NewLine + engine.ReadableTrace);
-        Assert.Empty(report.InternalErrors);
-        // An uncontrolled call (say a Task API Coyote 1.7 does not know) would hide interleavings behind it.
-        Assert.Empty(report.UncontrolledInvocations);
-        Assert.Equal((int)Iterations, report.NumOfExploredUnfairPaths + report.NumOfExploredFairPaths);
-        // The scenarios run two to four tasks at once; a report without concurrency means nothing was controlled.
-        Assert.True(report.MaxConcurrencyDegree >= 2, $"max concurrency degree {report.MaxConcurrencyDegree}");
+        RewrittenAssemblies.AssertClean(engine, Iterations, scenario);
     }
 
     private static readonly RewrittenAssemblies s_rewritten = new("DmaBuf.Tests.csproj", "DmaBuf", "DmaBuf.Tests");
 
-    private static Func<Task> RewrittenScenario(string name)
-    {
-        Func<Task> scenario = s_rewritten.Scenario(typeof(FenceRace), name);
-        Assert.True(RewritingEngine.IsAssemblyRewritten(scenario.Method.DeclaringType!.Assembly), $"{scenario.Method.DeclaringType.Assembly.Location} is not rewritten by Coyote.");
-        Assembly framework = s_rewritten.Load("DmaBuf");
-        Assert.True(RewritingEngine.IsAssemblyRewritten(framework), $"{framework.Location} is not rewritten by Coyote.");
-        return scenario;
-    }
+    private static Func<Task> RewrittenScenario(string name) => s_rewritten.RewrittenScenario(typeof(FenceRace), name, "DmaBuf");
 }

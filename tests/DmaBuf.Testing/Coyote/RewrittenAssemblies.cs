@@ -1,5 +1,7 @@
 using System.Reflection;
 using System.Runtime.Loader;
+using Microsoft.Coyote.Rewriting;
+using Microsoft.Coyote.SystematicTesting;
 
 namespace DmaBuf.Testing.Coyote;
 
@@ -43,6 +45,35 @@ public sealed class RewrittenAssemblies
             .GetMethod(method, BindingFlags.Public | BindingFlags.Static, Type.EmptyTypes)
             ?? throw new MissingMethodException(type.FullName, method);
         return found.CreateDelegate<Func<Task>>();
+    }
+
+    /// <summary>
+    /// <see cref="Scenario"/>, after checking that it and <paramref name="framework"/> (the assembly under test) really are
+    /// rewritten: Coyote schedules nothing in code it has not rewritten.
+    /// </summary>
+    public Func<Task> RewrittenScenario(Type type, string method, string framework)
+    {
+        Func<Task> scenario = Scenario(type, method);
+        Assembly declaring = scenario.Method.DeclaringType!.Assembly;
+        Assert.True(RewritingEngine.IsAssemblyRewritten(declaring), $"{declaring.Location} is not rewritten by Coyote.");
+        Assembly tested = Load(framework);
+        Assert.True(RewritingEngine.IsAssemblyRewritten(tested), $"{tested.Location} is not rewritten by Coyote.");
+        return scenario;
+    }
+
+    /// <summary>
+    /// Asserts that a finished engine found no bug, had no internal error or uncontrolled invocation (which would hide
+    /// interleavings behind it), explored every iteration, and ran at least two tasks at once.
+    /// </summary>
+    public static void AssertClean(TestingEngine engine, uint iterations, string scenario)
+    {
+        ArgumentNullException.ThrowIfNull(engine);
+        TestReport report = engine.TestReport;
+        Assert.True(report.NumOfFoundBugs == 0, $"{scenario}: {string.Join(Environment.NewLine, report.BugReports)}{Environment.NewLine}{engine.ReadableTrace}");
+        Assert.Empty(report.InternalErrors);
+        Assert.Empty(report.UncontrolledInvocations);
+        Assert.Equal((int)iterations, report.NumOfExploredUnfairPaths + report.NumOfExploredFairPaths);
+        Assert.True(report.MaxConcurrencyDegree >= 2, $"{scenario}: max concurrency degree {report.MaxConcurrencyDegree}: nothing ran concurrently");
     }
 
     private sealed class Context(string directory, HashSet<string> names) : AssemblyLoadContext("coyote-rewritten")
