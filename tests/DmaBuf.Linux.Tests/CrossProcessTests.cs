@@ -130,7 +130,7 @@ public sealed class CrossProcessTests
         var exporter = new MemfdExporter(new MmapCache());
         using var pool = BufferPool.Allocate(exporter, 3, Size);
         using BufferChannelListener listener = BufferChannelListener.Listen(name, new BufferChannelOptions { ReturnTo = pool });
-        int fdsBefore = ProcessResources.OpenFds();
+        ProcessSnapshot before = ProcessSnapshot.Take();
         using (PeerProcess peer = PeerProcess.Start("receive", name, "--hold"))
         {
             BufferChannel channel = listener.Accept(s_patience);
@@ -156,7 +156,7 @@ public sealed class CrossProcessTests
             channel.Dispose();
         }
 
-        Assert.Equal(fdsBefore, ProcessResources.OpenFds());
+        before.AssertNothingHeldSince("after the receiver died");
     }
 
     [Fact]
@@ -165,7 +165,7 @@ public sealed class CrossProcessTests
         string name = ProcessResources.UniqueSocketName("dead-sender");
         var imports = new ImportCache(new MmapCache());
         using BufferChannelListener listener = BufferChannelListener.Listen(name, new BufferChannelOptions { ImportCache = imports });
-        int fdsBefore = ProcessResources.OpenFds();
+        ProcessSnapshot before = ProcessSnapshot.Take();
         int mappingsBefore = ProcessResources.BufferMappings();
         using (PeerProcess peer = PeerProcess.Start("send", name, "2", Size.ToString(CultureInfo.InvariantCulture), "--no-goodbye"))
         using (BufferChannel channel = listener.Accept(s_patience))
@@ -189,8 +189,7 @@ public sealed class CrossProcessTests
             peer.WaitForExit();
         }
 
-        Assert.Equal(fdsBefore, ProcessResources.OpenFds());
-        Assert.Equal(mappingsBefore, ProcessResources.BufferMappings());
+        before.AssertNothingHeldSince("after the sender died");
     }
 
     internal static ulong Fill(DmaBufHandle buffer, ulong seed)

@@ -18,8 +18,7 @@ public sealed class InteropFaultTests
     {
         var registry = new BufferRegistry();
         Exchange(registry, failAt: 0, errno); // warm-up, and the count of seam calls an exchange makes
-        int fds = ProcessResources.OpenFds();
-        int mappings = ProcessResources.BufferMappings();
+        ProcessSnapshot before = ProcessSnapshot.Take();
         int calls = Exchange(registry, failAt: 0, errno).Calls;
         Assert.True(calls > 10, $"only {calls} seam calls in an exchange");
 
@@ -28,8 +27,7 @@ public sealed class InteropFaultTests
         {
             (int _, string outcome) = Exchange(registry, failAt: k, errno);
             outcomes.Add(outcome);
-            Assert.True(fds == ProcessResources.OpenFds(), $"{Interop.Libc.ErrnoName(errno)} at seam call {k}: descriptors leaked ({outcome})");
-            Assert.True(mappings == ProcessResources.BufferMappings(), $"{Interop.Libc.ErrnoName(errno)} at seam call {k}: mappings leaked ({outcome})");
+            before.AssertNothingHeldSince($"{Interop.Libc.ErrnoName(errno)} at seam call {k} ({outcome})");
             Assert.Equal(0, registry.Count);
         }
 

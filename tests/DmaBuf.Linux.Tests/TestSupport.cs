@@ -7,14 +7,16 @@ namespace DmaBuf.Linux.Tests;
 /// <summary>What this process holds, counted from /proc: the leak checks compare these before and after.</summary>
 internal static class ProcessResources
 {
-    public static int OpenFds() => Directory.GetFileSystemEntries("/proc/self/fd").Length;
 
     /// <summary>
     /// Mappings of memfd and dma-buf files in this process (lines of /proc/self/maps), less the runtime's own W^X
     /// "doublemapper" memfd, whose mappings come and go with the JIT.
     /// </summary>
-    public static int BufferMappings() =>
-        File.ReadLines("/proc/self/maps").Count(l =>
+    public static int BufferMappings() => BufferMappingLines().Count();
+
+    /// <summary>The lines of /proc/self/maps that <see cref="BufferMappings"/> counts.</summary>
+    public static IEnumerable<string> BufferMappingLines() =>
+        File.ReadLines("/proc/self/maps").Where(l =>
             (l.Contains("/memfd:", StringComparison.Ordinal) && !l.Contains("doublemapper", StringComparison.Ordinal))
             || l.Contains("/dmabuf:", StringComparison.Ordinal));
 
@@ -44,26 +46,92 @@ internal static class ProcessResources
     public static string UniqueSocketName(string what) => $"dmabuf-test-{Environment.ProcessId}-{what}-{Guid.NewGuid():N}";
 }
 
-/// <summary>Leak checks by counting what the process holds before and after a scenario.</summary>
+/// <summary>
+/// What this process holds at one moment: each open descriptor with what it refers to, and each buffer mapping. A
+/// leak is something held afterwards that was not held before. Comparing counts would not do: a finalizer or a
+/// previous test's background thread may close a descriptor in the meantime, and the count then drops.
+/// </summary>
+internal sealed class ProcessSnapshot
+{
+    private readonly HashSet<string> _fds;
+    private readonly HashSet<string> _mappings;
+
+    private ProcessSnapshot(HashSet<string> fds, HashSet<string> mappings) => (_fds, _mappings) = (fds, mappings);
+
+    /// <summary>Lets pending finalizers run (they close what earlier tests dropped), then records what is held.</summary>
+    public static ProcessSnapshot Take()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+        return new ProcessSnapshot(Descriptors(), [.. ProcessResources.BufferMappingLines()]);
+    }
+
+    /// <summary>Descriptors and mappings held now that were not held at <see cref="Take"/>, one line each.</summary>
+    public IReadOnlyList<string> HeldSince()
+    {
+        var now = new ProcessSnapshot(Descriptors(), [.. ProcessResources.BufferMappingLines()]);
+        return [.. now._fds.Where(f => !_fds.Contains(f)).Select(f => $"descriptor {f}"),
+            .. now._mappings.Where(m => !_mappings.Contains(m)).Select(m => $"mapping {m}")];
+    }
+
+    public void AssertNothingHeldSince(string context)
+    {
+        IReadOnlyList<string> held = HeldSince();
+        Assert.True(held.Count == 0, $"{context}: leaked {string.Join("; ", held)}");
+    }
+
+    private static HashSet<string> Descriptors()
+    {
+        var fds = new HashSet<string>(StringComparer.Ordinal);
+        foreach (string path in Directory.GetFileSystemEntries("/proc/self/fd"))
+        {
+            string? target;
+            try
+            {
+                target = new FileInfo(path).LinkTarget;
+            }
+            catch (IOException)
+            {
+                continue; // closed while we listed (another thread's)
+            }
+
+            if (target is null || target.EndsWith("/fd", StringComparison.Ordinal))
+            {
+                continue; // gone while we listed, or the listing's own descriptor of this directory
+            }
+
+            // The runtime opens assemblies and native libraries as it first needs them; those are not ours to leak.
+            if (target.EndsWith(".dll", StringComparison.Ordinal) || target.Contains(".so", StringComparison.Ordinal))
+            {
+                continue;
+            }
+
+            fds.Add($"{Path.GetFileName(path)} -> {target}");
+        }
+
+        return fds;
+    }
+}
+
+/// <summary>Leak checks: what the process holds before and after a scenario.</summary>
 internal static class Leaks
 {
     /// <summary>
     /// Runs <paramref name="scenario"/> once to warm up (the runtime opens some files lazily, e.g. on its first
-    /// exception), then <paramref name="rounds"/> more times, and asserts that descriptors and buffer mappings are back
-    /// to where they were after the warm-up.
+    /// exception), then <paramref name="rounds"/> more times, and asserts that no descriptor or buffer mapping is held
+    /// that was not held after the warm-up.
     /// </summary>
     public static void AssertNone(Action scenario, int rounds = 3)
     {
         scenario();
-        int fds = ProcessResources.OpenFds();
-        int mappings = ProcessResources.BufferMappings();
+        ProcessSnapshot before = ProcessSnapshot.Take();
         for (int i = 0; i < rounds; i++)
         {
             scenario();
         }
 
-        Assert.True(fds == ProcessResources.OpenFds(), $"Descriptors leaked: {fds} open before, {ProcessResources.OpenFds()} after {rounds} rounds.");
-        Assert.True(mappings == ProcessResources.BufferMappings(), $"Mappings leaked: {mappings} before, {ProcessResources.BufferMappings()} after {rounds} rounds.");
+        before.AssertNothingHeldSince($"after {rounds} rounds");
     }
 }
 
