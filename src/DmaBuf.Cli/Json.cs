@@ -5,7 +5,8 @@ namespace DmaBuf.Cli;
 
 /// <summary>The settings a simulation ran with, echoed in its JSON document.</summary>
 internal sealed record SimulationSettings(
-    string Profile, string Iommu, string Topology, string Resolution, int Frames, int Pool, int Seed, bool Sync);
+    string Source, string Profile, string Iommu, string Topology, string Resolution, string Format, int Frames, int Pool,
+    int Consumers, int Seed, bool Fences, bool CacheSync, bool RogueDevice);
 
 /// <summary>The document <c>dmabuf simulate --json</c> prints.</summary>
 internal sealed record SimulationReport(string Scenario, SimulationSettings Settings, IReadOnlyList<StrategyResult> Results);

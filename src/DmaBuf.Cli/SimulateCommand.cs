@@ -11,196 +11,109 @@ internal static class SimulateCommand
 {
     public static Command Create(IAnsiConsole console, TextWriter stdout, TextWriter stderr)
     {
-        var scenario = new Argument<string>("scenario")
-        {
-            Description = $"Scenario to run: {string.Join(", ", Scenarios.Names)}.",
-        };
-        scenario.AcceptOnlyFromAmong([.. Scenarios.Names]);
-
-        var strategy = new Option<string[]>("--strategy")
-        {
-            Description = $"Strategy to run; repeat for several. All when omitted: {string.Join(", ", MappingStrategy.Names)}.",
-            Arity = ArgumentArity.OneOrMore,
-        };
-        strategy.AcceptOnlyFromAmong([.. MappingStrategy.Names]);
-
-        var frames = new Option<int>("--frames")
-        {
-            Description = "Frames to produce.",
-            DefaultValueFactory = _ => 600,
-            CustomParser = r => ParseCount(r, "--frames", 1, 10_000_000),
-        };
-
-        var pool = new Option<int>("--pool")
-        {
-            Description = "Buffers in the frame pool.",
-            DefaultValueFactory = _ => 20,
-            CustomParser = r => ParseCount(r, "--pool", 1, 4096),
-        };
-
-        var resolution = new Option<Resolution>("--resolution")
-        {
-            Description = "Frame size: 1080p, 4k or WxH.",
-            DefaultValueFactory = _ => Resolution.Hd1080,
-            CustomParser = r =>
-            {
-                try
-                {
-                    return Resolution.Parse(r.Tokens[0].Value);
-                }
-                catch (FormatException e)
-                {
-                    r.AddError(e.Message);
-                    return null;
-                }
-            },
-        };
-
-        var topology = new Option<string>("--topology")
-        {
-            Description = "separate: one IOMMU per device; shared: one IOMMU domain for all devices.",
-            DefaultValueFactory = _ => "separate",
-        };
-        topology.AcceptOnlyFromAmong("separate", "shared");
-
-        var iommu = new Option<string?>("--iommu") { Description = "IOMMU invalidation: strict or lazy (default: the profile's)." };
-        iommu.AcceptOnlyFromAmong("strict", "lazy");
-
-        var profile = new Option<string>("--profile")
-        {
-            Description = $"Cost profile: {string.Join(", ", CostProfile.BuiltInNames)}, or a JSON file.",
-            DefaultValueFactory = _ => "smmuv3-strict",
-        };
-
-        var seed = new Option<int>("--seed")
-        {
-            Description = "Seed of frame content and physical placement.",
-            DefaultValueFactory = _ => 1,
-            CustomParser = r => ParseCount(r, "--seed", int.MinValue, int.MaxValue),
-        };
+        var shared = new SimulationOptions();
         var json = new Option<bool>("--json") { Description = "Print one JSON document instead of a table." };
-        var noSync = new Option<bool>("--no-sync")
-        {
-            Description = "Turn off implicit synchronization (fences) and CPU cache maintenance, to see what breaks.",
-        };
         var chart = new Option<string?>("--chart") { Description = "Also draw mapping time per frame and map calls per strategy to FILE (.png or .svg)." };
-        chart.Validators.Add(r =>
-        {
-            string? file = r.GetValueOrDefault<string?>();
-            if (file is not null && Path.GetExtension(file).ToLowerInvariant() is not (".png" or ".svg"))
-            {
-                r.AddError($"--chart '{file}': the file must end in .png or .svg.");
-            }
-        });
-        var budget = new Option<long?>("--cache-budget")
-        {
-            Description = "Byte budget of the mapping caches, e.g. 64M or 1G: per importer (exporter-cache), per address space (domain-share). Unbounded by default.",
-            CustomParser = r =>
-            {
-                if (ByteSize.TryParse(r.Tokens[0].Value, out long bytes) && bytes > 0)
-                {
-                    return bytes;
-                }
-
-                r.AddError($"--cache-budget '{r.Tokens[0].Value}' is not a size; use bytes or a number with K, M or G (for example 64M).");
-                return null;
-            },
-        };
+        chart.Validators.Add(r => ValidateChartPath(r, r.GetValueOrDefault<string?>()));
 
         var command = new Command("simulate", "Run a scenario on the simulated SoC under each mapping strategy, side by side.");
-        command.Arguments.Add(scenario);
-        foreach (Option o in new Option[] { strategy, frames, pool, resolution, topology, iommu, profile, seed, budget, noSync, json, chart })
+        command.Arguments.Add(shared.ScenarioArgument);
+        foreach (Option o in shared.All.Append(json).Append(chart))
         {
             command.Options.Add(o);
         }
 
         command.SetAction(parse =>
         {
-            CostProfile costProfile;
-            try
-            {
-                costProfile = CostProfile.Load(parse.GetValue(profile)!);
-            }
-            catch (CostProfileException e)
-            {
-                console.MarkupLine($"[red]error:[/] {Markup.Escape(e.Message)}");
-                return (int)ExitCode.Usage;
-            }
-
-            string? mode = parse.GetValue(iommu);
-            var options = new ScenarioOptions
-            {
-                Frames = parse.GetValue(frames),
-                Pool = parse.GetValue(pool),
-                Resolution = parse.GetValue(resolution)!,
-                Topology = parse.GetValue(topology) == "shared" ? Topology.Shared : Topology.Separate,
-                Mode = mode switch { "strict" => IommuMode.Strict, "lazy" => IommuMode.Lazy, _ => null },
-                Profile = costProfile,
-                Seed = parse.GetValue(seed),
-                CacheBudgetBytes = parse.GetValue(budget),
-                Sync = !parse.GetValue(noSync),
-            };
-            string[] strategies = parse.GetValue(strategy) is { Length: > 0 } s ? [.. s.Distinct()] : [.. MappingStrategy.Names];
-            return (int)Run(console, stdout, stderr, parse.GetValue(scenario)!, strategies, options, parse.GetValue(json), parse.GetValue(chart));
+            (Scenario scenario, ScenarioOptions options) = shared.Resolve(parse);
+            return (int)Run(console, stdout, stderr, scenario, shared.Strategies(parse), options, parse.GetValue(json), parse.GetValue(chart));
         });
         return command;
     }
 
-    private static ExitCode Run(IAnsiConsole console, TextWriter stdout, TextWriter stderr, string scenario, string[] strategies, ScenarioOptions options, bool json, string? chartPath)
+    /// <summary>Refuses a chart path that is not .png or .svg, or whose directory does not exist, before the run.</summary>
+    internal static void ValidateChartPath(System.CommandLine.Parsing.OptionResult r, string? file)
+    {
+        if (file is null)
+        {
+            return;
+        }
+
+        if (Path.GetExtension(file).ToLowerInvariant() is not (".png" or ".svg"))
+        {
+            r.AddError($"--chart '{file}': the file must end in .png or .svg.");
+            return;
+        }
+
+        string? directory = Path.GetDirectoryName(Path.GetFullPath(file));
+        if (directory is not null && !Directory.Exists(directory))
+        {
+            r.AddError($"--chart '{file}': the directory '{directory}' does not exist.");
+        }
+        else if (Directory.Exists(file))
+        {
+            r.AddError($"--chart '{file}' is a directory; give a file name ending in .png or .svg.");
+        }
+    }
+
+    /// <summary>Runs every strategy of <paramref name="strategies"/>, with progress bars on a terminal.</summary>
+    internal static List<StrategyResult> RunStrategies(IAnsiConsole console, bool quiet, Scenario scenario, string[] strategies, ScenarioOptions options, string? label = null)
     {
         var results = new List<StrategyResult>();
-        if (json || !console.Profile.Capabilities.Interactive)
+        if (quiet || !console.Profile.Capabilities.Interactive)
         {
             foreach (string name in strategies)
             {
-                results.Add(Scenarios.Run(scenario, name, options));
+                results.Add(scenario.Run(name, options));
             }
-        }
-        else
-        {
-            console.Progress()
-                .AutoClear(true)
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
-                .Start(ctx =>
-                {
-                    foreach (string name in strategies)
-                    {
-                        ProgressTask task = ctx.AddTask(name, maxValue: options.Frames);
-                        results.Add(Scenarios.Run(scenario, name, options, new Progress<int>(done => task.Value = done)));
-                        task.Value = options.Frames;
-                    }
-                });
+
+            return results;
         }
 
-        IommuMode effectiveMode = options.Mode ?? options.Profile.DefaultMode;
-        var settings = new SimulationSettings(
-            options.Profile.Name,
-            effectiveMode == IommuMode.Strict ? "strict" : "lazy",
-            options.Topology == Topology.Shared ? "shared" : "separate",
-            options.Resolution.ToString(),
-            options.Frames,
-            options.Pool,
-            options.Seed,
-            options.Sync);
+        console.Progress()
+            .AutoClear(true)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .Start(ctx =>
+            {
+                foreach (string name in strategies)
+                {
+                    ProgressTask task = ctx.AddTask(label is null ? name : $"{label} {name}", maxValue: options.Frames);
+                    results.Add(scenario.Run(name, options, new Progress<int>(done => task.Value = done)));
+                    task.Value = options.Frames;
+                }
+            });
+        return results;
+    }
+
+    private static ExitCode Run(IAnsiConsole console, TextWriter stdout, TextWriter stderr, Scenario scenario, string[] strategies, ScenarioOptions options, bool json, string? chartPath)
+    {
+        List<StrategyResult> results = RunStrategies(console, json, scenario, strategies, options);
+        SimulationSettings settings = SimulationOptions.Settings(scenario, options);
         if (json)
         {
-            stdout.WriteLine(JsonSerializer.Serialize(new SimulationReport(scenario, settings, results), CliJsonContext.Default.SimulationReport));
+            stdout.WriteLine(JsonSerializer.Serialize(new SimulationReport(scenario.Name, settings, results), CliJsonContext.Default.SimulationReport));
         }
         else
         {
-            WriteTable(console, scenario, settings, results);
+            WriteTable(console, scenario.Name, settings, results);
         }
 
         if (chartPath is not null)
         {
-            Chart.Save(chartPath, scenario, results);
+            Chart.Save(chartPath, scenario.Name, results);
             if (!json)
             {
                 console.MarkupLine($"chart written to [blue]{Markup.Escape(chartPath)}[/]");
             }
         }
 
-        foreach (string warning in results.SelectMany(r => r.Warnings))
+        return Report(console, stderr, json, results);
+    }
+
+    /// <summary>Prints warnings and safety failures (to stderr in JSON mode) and returns the exit code they mean.</summary>
+    internal static ExitCode Report(IAnsiConsole console, TextWriter stderr, bool json, IReadOnlyList<StrategyResult> results)
+    {
+        foreach (string warning in results.SelectMany(r => r.Warnings).Distinct())
         {
             // In JSON mode stdout holds only the document; warnings go to stderr.
             if (json)
@@ -240,7 +153,7 @@ internal static class SimulateCommand
     {
         CultureInfo c = CultureInfo.InvariantCulture;
         var table = new Table().Border(TableBorder.Rounded)
-            .Title($"{scenario}: {s.Frames} frames, pool {s.Pool}, {s.Resolution} NV12, profile {s.Profile} ({s.Iommu}), topology {s.Topology}");
+            .Title($"{scenario}: {s.Frames} frames, pool {s.Pool}, {s.Resolution} {s.Format.ToUpperInvariant()}, profile {s.Profile} ({s.Iommu}), topology {s.Topology}");
         table.AddColumn("");
         foreach (StrategyResult r in results)
         {
@@ -278,10 +191,21 @@ internal static class SimulateCommand
         Row("stale reads", r => Verdict(r.Safety.StaleReads == 0, r.Safety.StaleReads.ToString(c)));
         Row("freed-page accesses", r => Verdict(r.Safety.FreedPageAccesses == 0, r.Safety.FreedPageAccesses.ToString(c)));
         Row("leaked pages", r => Verdict(r.Safety.LeakedPages == 0, r.Safety.LeakedPages.ToString(c)));
-        if (scenario == Scenarios.Churn)
+        if (results.Any(r => r.Safety.StaleCacheEntries > 0) || scenario == Scenarios.Churn)
         {
             Row("mappings left after free", r => Verdict(r.Safety.StaleCacheEntries == 0, r.Safety.StaleCacheEntries.ToString(c)));
         }
+        if (results.Any(r => r.Rogue is not null))
+        {
+            table.AddEmptyRow();
+            Row("rogue: accesses after unmap", r => r.Rogue?.Accesses.ToString("N0", c) ?? "-");
+            Row("rogue: blocked by the IOMMU", r => r.Rogue?.Blocked.ToString("N0", c) ?? "-");
+            Row("rogue: reached memory", r => r.Rogue?.Reached.ToString("N0", c) ?? "-");
+            Row("rogue: reached freed pages", r => r.Rogue is null ? "-" : Verdict(r.Rogue.FreedPageAccesses == 0, r.Rogue.FreedPageAccesses.ToString("N0", c)));
+            Row("rogue: freed bytes reachable", r => r.Rogue?.BytesReachableAfterFree.ToString("N0", c) ?? "-");
+            Row("unmap-to-flush window p50/max", r => r.Rogue is null ? "-" : $"{FormatNs(r.Rogue.WindowP50Ns)} / {FormatNs(r.Rogue.WindowMaxNs)}");
+        }
+
         Row("wall time", r => r.WallSeconds.ToString("0.00 s", c));
         console.Write(table);
     }

@@ -8,7 +8,8 @@ namespace DmaBuf.Simulation;
 /// reservation object (as the kernel does for dma-bufs): the producer's DMA write is a job whose WRITE fence signals
 /// when its last burst lands; the CPU then stamps the frame (inside CPU access brackets); readers start when the write
 /// fence signals and add READ fences; the producer's next write into the same buffer waits for all of them. Without
-/// sync every job starts at once and the CPU skips cache maintenance: readers see what is really in memory then.
+/// fences every job starts at once; without cache sync the CPU skips cache maintenance: either way readers see what is
+/// really in memory then.
 /// </summary>
 internal sealed class FrameRun
 {
@@ -21,18 +22,18 @@ internal sealed class FrameRun
     private readonly MappingStrategy _strategy;
     private readonly SimDevice _producer;
     private readonly SimDevice[] _readers;
-    private readonly bool _chains;
+    private readonly long[] _holdNs;
     private readonly ScenarioOptions _options;
     private readonly Dictionary<SimDevice, FenceTimeline> _timelines = [];
     private readonly byte[] _template = new byte[PhysicalMemory.PageSize];
 
-    public FrameRun(Soc soc, MappingStrategy strategy, SimDevice producer, SimDevice[] readers, bool chains, ScenarioOptions options)
+    public FrameRun(Soc soc, MappingStrategy strategy, SimDevice producer, SimDevice[] readers, long[] holdNs, ScenarioOptions options)
     {
         _soc = soc;
         _strategy = strategy;
         _producer = producer;
         _readers = readers;
-        _chains = chains;
+        _holdNs = holdNs;
         _options = options;
         foreach (SimDevice d in (SimDevice[])[producer, .. readers])
         {
@@ -46,6 +47,12 @@ internal sealed class FrameRun
     /// <summary>Reader checks that saw other content than the frame's.</summary>
     public long StaleReads { get; private set; }
 
+    /// <summary>Of <see cref="StaleReads"/>: reads whose pixels were not the frame's (the read overtook the write).</summary>
+    public long OvertakingReads { get; private set; }
+
+    /// <summary>Of <see cref="StaleReads"/>: reads with the frame's pixels but not the CPU's stamp (it stayed in the CPU cache).</summary>
+    public long CacheLineReads { get; private set; }
+
     /// <summary>
     /// Submits frame <paramref name="frame"/> into <paramref name="buffer"/>. As a kernel driver queues a job, the fences
     /// go into the reservation object at submission: the write depends on every fence already there, the reads depend on
@@ -54,7 +61,7 @@ internal sealed class FrameRun
     public void Submit(DmaBufHandle buffer, int frame, int frameBytes)
     {
         DmaBufHandle use = buffer.Duplicate();
-        IReadOnlyList<Fence> before = _options.Sync ? use.Buffer.Resv.GetFences(FenceUsage.Read) : [];
+        IReadOnlyList<Fence> before = _options.Fences ? use.Buffer.Resv.GetFences(FenceUsage.Read) : [];
         Fence written = _timelines[_producer].CreateFence();
         AddFence(use, written, FenceUsage.Write);
         Fence[] reads = new Fence[_readers.Length];
@@ -72,14 +79,14 @@ internal sealed class FrameRun
             Stamp(forReaders, frame, frameBytes);
             for (int i = 0; i < _readers.Length; i++)
             {
-                Read(_readers[i], forReaders, frame, frameBytes, state, reads[i]);
+                Read(_readers[i], _holdNs[i], forReaders, frame, frameBytes, state, reads[i]);
             }
 
             forReaders.Dispose();
         }
 
         WhenAll(before, () => Write(use, frame, frameBytes, written));
-        if (!_options.Sync || written.AddCallback(_ => Readers()) is null)
+        if (!_options.Fences || written.AddCallback(_ => Readers()) is null)
         {
             Readers();
         }
@@ -106,19 +113,21 @@ internal sealed class FrameRun
         BinaryPrimitives.WriteInt32LittleEndian(stamp[4..], frame);
         BinaryPrimitives.WriteInt64LittleEndian(stamp[8..], _options.Seed);
         using IDmaBufCpuView view = use.Vmap();
-        if (_options.Sync)
+        if (_options.CacheSync)
         {
             use.BeginCpuAccess(CpuAccess.Write);
         }
 
         view.Write(frameBytes, stamp);
-        if (_options.Sync)
+        if (_options.CacheSync)
         {
             use.EndCpuAccess(CpuAccess.Write);
         }
     }
 
-    private void Read(SimDevice reader, DmaBufHandle buffer, int frame, int frameBytes, FrameState state, Fence read)
+    // A consumer reads the frame, checks it, and holds it for holdNs (its mapping in use, its read fence unsignalled)
+    // before it lets go, as a display keeps a frame on screen until the next one.
+    private void Read(SimDevice reader, long holdNs, DmaBufHandle buffer, int frame, int frameBytes, FrameState state, Fence read)
     {
         DmaBufHandle use = buffer.Duplicate();
         ScatterTable map = _strategy.Acquire(reader, use, DmaDirection.ToDevice);
@@ -126,14 +135,24 @@ internal sealed class FrameRun
         byte[] destination = ArrayPool<byte>.Shared.Rent(length);
         void Done(bool ok)
         {
-            bool good = ok && FramePattern.Verify(destination.AsSpan(0, frameBytes), _options.Seed, frame, _template) &&
-                        StampMatches(destination.AsSpan(frameBytes, StampBytes), frame);
+            // The frame's pixels come from the producer's DMA; its stamp from the CPU. Wrong pixels mean the read ran
+            // before the write landed (no fence waited); right pixels with a wrong stamp mean the CPU's write never left
+            // its cache (no cache maintenance).
+            bool pixels = ok && FramePattern.Verify(destination.AsSpan(0, frameBytes), _options.Seed, frame, _template);
+            bool good = pixels && StampMatches(destination.AsSpan(frameBytes, StampBytes), frame);
             ArrayPool<byte>.Shared.Return(destination);
-            _strategy.Release(reader, use, map);
-            use.Dispose();
             if (!good)
             {
                 StaleReads++;
+                if (ok && !pixels)
+                {
+                    OvertakingReads++;
+                }
+                else if (ok)
+                {
+                    CacheLineReads++;
+                }
+
                 state.AllGood = false;
             }
 
@@ -142,10 +161,24 @@ internal sealed class FrameRun
                 FramesVerified++;
             }
 
+            if (holdNs == 0)
+            {
+                LetGo();
+            }
+            else
+            {
+                _soc.Clock.ScheduleAfter(holdNs, LetGo);
+            }
+        }
+
+        void LetGo()
+        {
+            _strategy.Release(reader, use, map);
+            use.Dispose();
             read.Signal();
         }
 
-        if (_chains)
+        if (reader.ChainFormat is not null)
         {
             reader.StartDmaReadChain(_strategy.AcquireChain(reader, use, map), destination.AsMemory(0, length), Done);
         }
@@ -162,7 +195,7 @@ internal sealed class FrameRun
 
     private void AddFence(DmaBufHandle use, Fence fence, FenceUsage usage)
     {
-        if (!_options.Sync)
+        if (!_options.Fences)
         {
             return;
         }

@@ -8,45 +8,55 @@ namespace DmaBuf.Simulation;
 /// </summary>
 internal static class FrameScenarioRunner
 {
-    private static readonly Resolution s_churnAlternate = new(1280, 720);
-
-    public static StrategyResult Run(FrameScenario spec, string strategyName, ScenarioOptions options, IProgress<int>? progress)
+    public static StrategyResult Run(Scenario scenario, string strategyName, ScenarioOptions options, IProgress<int>? progress)
     {
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        var wall = Stopwatch.StartNew();
-        Resolution[] resolutions = spec.Churn
-            ? [options.Resolution, options.Resolution == s_churnAlternate ? Resolution.Hd1080 : s_churnAlternate]
-            : [options.Resolution];
-        long largestBuffer = resolutions.Max(r => RoundUp(r.FrameBytes, PhysicalMemory.PageSize));
-        var soc = new Soc(new SocOptions
+        if (options.Consumers > scenario.ConsumerPlans.Count)
         {
-            MemoryBytes = RoundUp((long)(options.Pool * (largestBuffer + PhysicalMemory.PageSize) * 1.25) + (64L << 20), 4L << 20),
-            ContiguousBytes = 16L << 20,
-            Topology = options.Topology,
-            Mode = options.Mode,
-            Profile = options.Profile,
-            Seed = options.Seed,
-        });
+            throw new ArgumentException(
+                $"consumers must be between 1 and {scenario.ConsumerPlans.Count} for {scenario.Name} (its consumers: {string.Join(", ", scenario.Consumers)}); got {options.Consumers}.");
+        }
 
-        SimDevice producer = spec.Producer(soc);
-        SimDevice[] readers = spec.Readers(soc);
-        if (!options.Sync)
+        var wall = Stopwatch.StartNew();
+        Resolution[] resolutions = scenario.Churn is { } churn
+            ? [options.Resolution, options.Resolution == churn.Alternate ? Resolution.Hd1080 : churn.Alternate]
+            : [options.Resolution];
+        int[] frameBytes = [.. resolutions.Select(r => r.BytesIn(options.Format))];
+        long largestBuffer = frameBytes.Max(b => RoundUp(b, PhysicalMemory.PageSize));
+        SocLayout layout = scenario.Layout.WithProfile(options.Profile);
+        var soc = new Soc(
+            new SocOptions
+            {
+                MemoryBytes = RoundUp((long)(options.Pool * (largestBuffer + PhysicalMemory.PageSize) * 1.25) + (64L << 20), 4L << 20),
+                ContiguousBytes = 16L << 20,
+                Topology = options.Topology,
+                Mode = options.Mode,
+                Profile = options.Profile ?? (layout.Iommus.Count > 0 ? layout.Iommus[0].Profile : CostProfile.Load("smmuv3-strict")),
+                Seed = options.Seed,
+            },
+            layout);
+
+        SimDevice producer = soc.Named(scenario.Producer);
+        ConsumerPlan[] consumers = [.. scenario.ConsumerPlans.Take(options.Consumers ?? scenario.ConsumerPlans.Count)];
+        SimDevice[] readers = [.. consumers.Select(c => soc.Named(c.Device))];
+        if (!options.CacheSync)
         {
             soc.SystemHeap.SkipCacheMaintenance = true;
         }
 
         long verified, stale, staleEntries = 0, retainedPages = 0, peakCached = 0;
-        int phaseFrames = spec.Churn ? Math.Max(options.Frames / 5, 1) : int.MaxValue;
+        int phaseFrames = scenario.Churn is { } c ? Math.Max(options.Frames / c.Phases, 1) : int.MaxValue;
 
         MappingStrategy strategy = MappingStrategy.Create(strategyName, options.CacheBudgetBytes ?? long.MaxValue);
-        var run = new FrameRun(soc, strategy, producer, readers, spec.UseChains, options);
+        var run = new FrameRun(soc, strategy, producer, readers, [.. consumers.Select(x => x.HoldNs)], options);
         var pool = new DmaBufHandle[options.Pool];
         Resolution current = resolutions[0];
+        int bytes = frameBytes[0];
         bool thrashing;
         try
         {
-            AllocatePool(soc, pool, current);
+            AllocatePool(soc, pool, bytes);
             for (int f = 0; f < options.Frames; f++)
             {
                 Resolution wanted = resolutions[(f / phaseFrames) % resolutions.Length];
@@ -59,11 +69,12 @@ internal static class FrameScenarioRunner
                     retainedPages = Math.Max(retainedPages, soc.Memory.AllocatedPages);
                     staleEntries += soc.Domains.Sum(d => (long)d.LiveMappings);
                     current = wanted;
-                    AllocatePool(soc, pool, current);
+                    bytes = frameBytes[Array.IndexOf(resolutions, wanted)];
+                    AllocatePool(soc, pool, bytes);
                 }
 
                 soc.Clock.AdvanceTo(Math.Max(soc.Clock.NowNs, f * options.FrameIntervalNs));
-                run.Submit(pool[f % pool.Length], f, current.FrameBytes);
+                run.Submit(pool[f % pool.Length], f, bytes);
                 peakCached = Math.Max(peakCached, strategy.CachedBytes);
                 if ((f & 15) == 15 || f == options.Frames - 1)
                 {
@@ -101,7 +112,12 @@ internal static class FrameScenarioRunner
                 PeakCachedBytes = peakCached,
             },
             new ResultSimulated(s.MappingNs, (double)s.MappingNs / options.Frames) { ChainNs = strategy.ChainNs },
-            new ResultSafety(verified, s.DmaFaults, stale, s.FreedPageAccesses, leaked) { StaleCacheEntries = staleEntries },
+            new ResultSafety(verified, s.DmaFaults, stale, s.FreedPageAccesses, leaked)
+            {
+                StaleCacheEntries = staleEntries,
+                OvertakingReads = run.OvertakingReads,
+                StaleCacheLineReads = run.CacheLineReads,
+            },
             wall.Elapsed.TotalSeconds)
         {
             Warnings = thrashing
@@ -110,11 +126,11 @@ internal static class FrameScenarioRunner
         };
     }
 
-    private static void AllocatePool(Soc soc, DmaBufHandle[] pool, Resolution resolution)
+    private static void AllocatePool(Soc soc, DmaBufHandle[] pool, int frameBytes)
     {
         for (int i = 0; i < pool.Length; i++)
         {
-            pool[i] = soc.SystemHeap.Allocate(resolution.FrameBytes + FrameRun.StampBytes, $"frame-{i}");
+            pool[i] = soc.SystemHeap.Allocate(frameBytes + FrameRun.StampBytes, $"frame-{i}");
         }
     }
 

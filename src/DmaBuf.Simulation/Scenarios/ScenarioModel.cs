@@ -2,7 +2,20 @@ using System.Globalization;
 
 namespace DmaBuf.Simulation;
 
-/// <summary>A frame size; frames are NV12 (12 bits per pixel: a full-size luma plane and a half-size chroma plane).</summary>
+/// <summary>How a frame's pixels are stored, which sets its size in bytes.</summary>
+public enum FrameFormat
+{
+    /// <summary>NV12: 12 bits per pixel, a full-size luma plane and a half-size interleaved chroma plane.</summary>
+    Nv12,
+
+    /// <summary>YUYV (YUY2): 16 bits per pixel, packed 4:2:2.</summary>
+    Yuyv,
+
+    /// <summary>RGBA, 8 bits per channel: 32 bits per pixel.</summary>
+    Rgba,
+}
+
+/// <summary>A frame size; <see cref="FrameBytes"/> is its size in NV12, <see cref="BytesIn"/> in any <see cref="FrameFormat"/>.</summary>
 /// <param name="Width">Width in pixels (even).</param>
 /// <param name="Height">Height in pixels (even).</param>
 public sealed record Resolution(int Width, int Height)
@@ -18,6 +31,15 @@ public sealed record Resolution(int Width, int Height)
 
     /// <summary>Bytes of one NV12 frame.</summary>
     public int FrameBytes => checked(Width * Height * 3 / 2);
+
+    /// <summary>Bytes of one frame in <paramref name="format"/>.</summary>
+    public int BytesIn(FrameFormat format) => format switch
+    {
+        FrameFormat.Nv12 => FrameBytes,
+        FrameFormat.Yuyv => checked(Width * Height * 2),
+        FrameFormat.Rgba => checked(Width * Height * 4),
+        _ => throw new ArgumentOutOfRangeException(nameof(format), format, "Unknown frame format."),
+    };
 
     /// <summary>Parses <c>1080p</c>, <c>4k</c> or <c>WxH</c>.</summary>
     /// <exception cref="FormatException">The text is none of those, or the size is out of range; the message says why.</exception>
@@ -58,6 +80,12 @@ public sealed record Resolution(int Width, int Height)
 /// <summary>Settings of one scenario run.</summary>
 public sealed class ScenarioOptions
 {
+    /// <summary>Most frames a run accepts.</summary>
+    public const int MaxFrames = 10_000_000;
+
+    /// <summary>Most buffers a pool accepts.</summary>
+    public const int MaxPool = 4096;
+
     /// <summary>Frames to produce.</summary>
     public int Frames { get; init; } = 600;
 
@@ -67,23 +95,46 @@ public sealed class ScenarioOptions
     /// <summary>Frame size.</summary>
     public Resolution Resolution { get; init; } = Resolution.Hd1080;
 
-    /// <summary>IOMMU topology.</summary>
+    /// <summary>Pixel format of the frames.</summary>
+    public FrameFormat Format { get; init; } = FrameFormat.Nv12;
+
+    /// <summary>
+    /// IOMMU topology: <see cref="Topology.Separate"/> keeps the scenario's own units and groups;
+    /// <see cref="Topology.Shared"/> puts every device that has an IOMMU into one domain.
+    /// </summary>
     public Topology Topology { get; init; } = Topology.Separate;
+
+    /// <summary>How many of the scenario's consumers read each frame (the first ones, in order); all when null.</summary>
+    public int? Consumers { get; init; }
 
     /// <summary>Invalidation mode; the profile's default when null.</summary>
     public IommuMode? Mode { get; init; }
 
-    /// <summary>Cost profile.</summary>
-    public CostProfile Profile { get; init; } = CostProfile.Load("smmuv3-strict");
+    /// <summary>Cost profile of every IOMMU; when null, each IOMMU has the profile its scenario gives it.</summary>
+    public CostProfile? Profile { get; init; }
 
     /// <summary>Seed of frame content and physical placement.</summary>
     public int Seed { get; init; } = 1;
 
     /// <summary>
-    /// Whether implicit synchronization is on: the producer's write fence gates the readers, the readers' fences gate the
-    /// next write into the buffer, and CPU access brackets do cache maintenance. Off (<c>--no-sync</c>) shows what breaks.
+    /// Whether implicit synchronization through fences is on: the producer's write fence gates the readers, the readers'
+    /// fences gate the next write into the buffer. Off (<c>--no-fences</c>), readers start at once and can overtake the
+    /// write: stale reads.
     /// </summary>
-    public bool Sync { get; init; } = true;
+    public bool Fences { get; init; } = true;
+
+    /// <summary>
+    /// Whether CPU access brackets do cache maintenance (write back after the CPU stamps a frame). Off
+    /// (<c>--no-cache-sync</c>), the stamp can sit in the CPU cache while a non-coherent device reads memory: stale reads.
+    /// </summary>
+    public bool CacheSync { get; init; } = true;
+
+    /// <summary>
+    /// Adds a misbehaving device: the first consumer keeps reading and writing a buffer's old device addresses after each
+    /// unmap, as a device with a stale prefetch or a buggy engine would. What it reaches is reported in
+    /// <see cref="StrategyResult.Rogue"/>; what it reaches of freed memory counts in <see cref="ResultSafety.FreedPageAccesses"/>.
+    /// </summary>
+    public bool RogueDevice { get; init; }
 
     /// <summary>Time between frames; 0 submits every frame as soon as the previous one was submitted.</summary>
     public long FrameIntervalNs { get; init; } = 1_000_000_000L / 60;
@@ -95,14 +146,19 @@ public sealed class ScenarioOptions
     /// <exception cref="ArgumentException">A setting is out of range; the message names it.</exception>
     public void Validate()
     {
-        if (Frames <= 0)
+        if (Frames <= 0 || Frames > MaxFrames)
         {
-            throw new ArgumentException($"frames must be positive (got {Frames}).");
+            throw new ArgumentException($"frames must be between 1 and {MaxFrames} (got {Frames}).");
         }
 
-        if (Pool <= 0 || Pool > 4096)
+        if (Pool <= 0 || Pool > MaxPool)
         {
-            throw new ArgumentException($"pool must be between 1 and 4096 (got {Pool}).");
+            throw new ArgumentException($"pool must be between 1 and {MaxPool} (got {Pool}).");
+        }
+
+        if (Consumers is <= 0)
+        {
+            throw new ArgumentException($"consumers must be positive (got {Consumers}).");
         }
 
         if (FrameIntervalNs < 0)
@@ -115,6 +171,28 @@ public sealed class ScenarioOptions
             throw new ArgumentException($"cache budget must be positive (got {CacheBudgetBytes}).");
         }
     }
+}
+
+/// <summary>Copies, for callers that change a few settings of a scenario's defaults.</summary>
+internal static class ScenarioOptionsCopy
+{
+    public static ScenarioOptions Copy(this ScenarioOptions o) => new()
+    {
+        Frames = o.Frames,
+        Pool = o.Pool,
+        Resolution = o.Resolution,
+        Format = o.Format,
+        Topology = o.Topology,
+        Consumers = o.Consumers,
+        Mode = o.Mode,
+        Profile = o.Profile,
+        Seed = o.Seed,
+        Fences = o.Fences,
+        CacheSync = o.CacheSync,
+        RogueDevice = o.RogueDevice,
+        FrameIntervalNs = o.FrameIntervalNs,
+        CacheBudgetBytes = o.CacheBudgetBytes,
+    };
 }
 
 /// <summary>Work done by the hardware and the caches (design §6: work really done, not API calls a cache answered).</summary>
@@ -143,6 +221,12 @@ public sealed record ResultSimulated(long MappingNs, double MappingNsPerFrame)
 /// <summary>What the safety checks saw. Anything but <see cref="FramesVerified"/> above zero is a failure.</summary>
 public sealed record ResultSafety(long FramesVerified, long DmaFaults, long StaleReads, long FreedPageAccesses, long LeakedPages)
 {
+    /// <summary>Of <see cref="StaleReads"/>: reads that saw other pixels than the frame's, having overtaken its write (no fences).</summary>
+    public long OvertakingReads { get; init; }
+
+    /// <summary>Of <see cref="StaleReads"/>: reads with the frame's pixels but a stale CPU-written stamp, left in the CPU cache (no cache sync).</summary>
+    public long StaleCacheLineReads { get; init; }
+
     /// <summary>Mappings still alive in an IOMMU domain right after the pool they mapped was freed (churn).</summary>
     public long StaleCacheEntries { get; init; }
 
@@ -164,4 +248,22 @@ public sealed record StrategyResult(
 {
     /// <summary>Problems that are not safety failures, such as a cache that thrashes.</summary>
     public IReadOnlyList<string> Warnings { get; init; } = [];
+
+    /// <summary>What the rogue device reached after unmaps (<see cref="ScenarioOptions.RogueDevice"/>); null without one.</summary>
+    public RogueReport? Rogue { get; init; }
 }
+
+/// <summary>
+/// What a device that keeps using its old device addresses after unmap reached. The window is the time from an unmap to
+/// the invalidation that ends it (0 in strict mode; until the flush in lazy modes).
+/// </summary>
+/// <param name="Device">The misbehaving device.</param>
+/// <param name="Accesses">Accesses it made to addresses already unmapped.</param>
+/// <param name="Blocked">Of those, the ones the IOMMU refused (a fault, not counted as a safety failure: it is the rogue's).</param>
+/// <param name="Reached">Of those, the ones that still translated and touched memory.</param>
+/// <param name="FreedPageAccesses">Of those reaching memory, the ones that touched pages already freed.</param>
+/// <param name="BytesReachableAfterFree">Bytes of freed pages that stayed reachable through stale translations, summed over unmaps.</param>
+/// <param name="WindowP50Ns">Median time from an unmap to its invalidation.</param>
+/// <param name="WindowMaxNs">Longest time from an unmap to its invalidation.</param>
+public sealed record RogueReport(
+    string Device, long Accesses, long Blocked, long Reached, long FreedPageAccesses, long BytesReachableAfterFree, long WindowP50Ns, long WindowMaxNs);

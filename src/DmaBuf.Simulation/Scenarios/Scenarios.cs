@@ -15,7 +15,7 @@ public static class Scenarios
     /// <summary>Scenario names.</summary>
     public static IReadOnlyList<string> Names { get; } = [Playback, Camera, Churn];
 
-    /// <summary>Runs <paramref name="scenario"/> under <paramref name="strategy"/>.</summary>
+    /// <summary>Runs the built-in scenario <paramref name="scenario"/> under <paramref name="strategy"/>.</summary>
     /// <param name="scenario">Scenario name.</param>
     /// <param name="strategy">Strategy name.</param>
     /// <param name="options">Settings.</param>
@@ -23,17 +23,11 @@ public static class Scenarios
     /// <exception cref="ArgumentException">Unknown scenario or strategy, or a setting out of range.</exception>
     public static StrategyResult Run(string scenario, string strategy, ScenarioOptions options, IProgress<int>? progress = null)
     {
-        FrameScenario spec = scenario switch
+        if (!Names.Contains(scenario))
         {
-            Playback => new FrameScenario(Playback, soc => soc.Vpu, soc => [soc.Display, soc.Gpu], UseChains: false, Churn: false),
-            Camera => new FrameScenario(Camera, soc => soc.Isp, soc => [soc.Encoder, soc.Jpeg], UseChains: true, Churn: false),
-            Churn => new FrameScenario(Churn, soc => soc.Vpu, soc => [soc.Display, soc.Gpu], UseChains: false, Churn: true),
-            _ => throw new ArgumentException($"Unknown scenario '{scenario}'. Valid: {string.Join(", ", Names)}.", nameof(scenario)),
-        };
-        return FrameScenarioRunner.Run(spec, strategy, options, progress);
+            throw new ArgumentException($"Unknown scenario '{scenario}'. Valid: {string.Join(", ", Names)}.", nameof(scenario));
+        }
+
+        return Scenario.BuiltIn(scenario).Run(strategy, options, progress);
     }
 }
-
-/// <summary>The shape of a frame scenario: who produces, who reads, whether readers walk descriptor chains, whether the pool churns.</summary>
-internal sealed record FrameScenario(
-    string Name, Func<Soc, SimDevice> Producer, Func<Soc, SimDevice[]> Readers, bool UseChains, bool Churn);

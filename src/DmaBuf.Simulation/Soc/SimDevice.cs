@@ -17,6 +17,9 @@ public enum DeviceKind
 
     /// <summary>Video encoder: reads frames.</summary>
     Encoder,
+
+    /// <summary>Neural processing unit: reads frames (and may write results).</summary>
+    Npu,
 }
 
 /// <summary>

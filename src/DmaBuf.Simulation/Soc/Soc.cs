@@ -38,13 +38,25 @@ public sealed class SocOptions
 /// </summary>
 public sealed class Soc
 {
-    /// <summary>Builds the SoC.</summary>
+    /// <summary>Builds the reference SoC: decoder, display, GPU, ISP, encoder and JPEG engine (the last two in one IOMMU group).</summary>
     public Soc(SocOptions options)
+        : this(options, SocLayout.Reference((options ?? throw new ArgumentNullException(nameof(options))).Profile))
+    {
+    }
+
+    /// <summary>Builds a SoC with the devices and IOMMUs of <paramref name="layout"/> (a scenario file's).</summary>
+    internal Soc(SocOptions options, SocLayout layout)
     {
         ArgumentNullException.ThrowIfNull(options);
-        Profile = options.Profile;
-        Mode = options.Mode ?? Profile.DefaultMode;
+        ArgumentNullException.ThrowIfNull(layout);
         Topology = options.Topology;
+        if (Topology == Topology.Shared)
+        {
+            layout = layout.Iommus.Count > 0 ? layout.AllInOneDomain(layout.Iommus[0].Profile, layout.Iommus[0].Mode) : layout;
+        }
+
+        Profile = layout.Iommus.Count > 0 ? layout.Iommus[0].Profile : options.Profile;
+        Mode = options.Mode ?? (layout.Iommus.Count > 0 ? layout.Iommus[0].Mode : null) ?? Profile.DefaultMode;
         Clock = new SimClock();
         Stats = new SimStats();
         Registry = new BufferRegistry("soc");
@@ -54,63 +66,51 @@ public sealed class Soc
         ContiguousHeap = new ContiguousHeap(Memory, Registry, CpuCache);
         DeviceLocalHeap = new DeviceLocalHeap(Memory, Registry, CpuCache);
 
-        // Bandwidths are round estimates of LPDDR4-class media SoCs; they only set how long a transfer takes.
-        (string Name, DeviceKind Kind, long Bandwidth)[] specs =
-        [
-            ("vpu", DeviceKind.Decoder, 2_000_000_000),
-            ("display", DeviceKind.Display, 4_000_000_000),
-            ("gpu", DeviceKind.Gpu, 8_000_000_000),
-            ("isp", DeviceKind.Isp, 2_000_000_000),
-            ("encoder", DeviceKind.Encoder, 2_000_000_000),
-            ("jpeg", DeviceKind.Encoder, 1_000_000_000),
-        ];
+        // Units and domains are made as the devices that use them come up, in the layout's device order.
+        var groupOf = new Dictionary<string, (IommuLayout Unit, GroupLayout Group)>(StringComparer.Ordinal);
+        foreach (IommuLayout u in layout.Iommus)
+        {
+            foreach (GroupLayout g in u.Groups)
+            {
+                foreach (string d in g.Devices)
+                {
+                    groupOf.Add(d, (u, g));
+                }
+            }
+        }
 
-        // The two codec engines sit in one IOMMU group (one domain) and share a DMA descriptor-chain format.
-        string[] codecGroup = ["encoder", "jpeg"];
-        IommuDomain? codecDomain = null;
-
+        var unitsByName = new Dictionary<string, IommuUnit>(StringComparer.Ordinal);
+        var domainsByGroup = new Dictionary<GroupLayout, IommuDomain>();
         var units = new List<IommuUnit>();
         var domains = new List<IommuDomain>();
         var devices = new List<SimDevice>();
-        IommuDomain? shared = null;
-        if (Topology == Topology.Shared)
+        foreach (DeviceLayout d in layout.Devices)
         {
-            var unit = new IommuUnit("smmu0", Memory, Clock, Profile, Stats, Mode);
-            shared = unit.CreateDomain("media-group");
-            units.Add(unit);
-            domains.Add(shared);
-        }
+            ISimAddressSpace space;
+            if (groupOf.TryGetValue(d.Name, out (IommuLayout Unit, GroupLayout Group) at))
+            {
+                if (!domainsByGroup.TryGetValue(at.Group, out IommuDomain? domain))
+                {
+                    if (!unitsByName.TryGetValue(at.Unit.Name, out IommuUnit? unit))
+                    {
+                        unit = new IommuUnit(at.Unit.Name, Memory, Clock, at.Unit.Profile, Stats, options.Mode ?? at.Unit.Mode ?? at.Unit.Profile.DefaultMode);
+                        unitsByName.Add(at.Unit.Name, unit);
+                        units.Add(unit);
+                    }
 
-        foreach ((string name, DeviceKind kind, long bandwidth) in specs)
-        {
-            IommuDomain domain;
-            if (shared is not null)
-            {
-                domain = shared;
-            }
-            else if (codecGroup.Contains(name) && codecDomain is not null)
-            {
-                domain = codecDomain;
-            }
-            else if (codecGroup.Contains(name))
-            {
-                var unit = new IommuUnit("vcodec-smmu", Memory, Clock, Profile, Stats, Mode);
-                codecDomain = domain = unit.CreateDomain("vcodec");
-                units.Add(unit);
-                domains.Add(domain);
+                    domain = unit.CreateDomain(at.Group.Name);
+                    domainsByGroup.Add(at.Group, domain);
+                    domains.Add(domain);
+                }
+
+                space = domain;
             }
             else
             {
-                var unit = new IommuUnit($"{name}-smmu", Memory, Clock, Profile, Stats, Mode);
-                domain = unit.CreateDomain(name);
-                units.Add(unit);
-                domains.Add(domain);
+                space = new DirectAddressSpace(d.Name, Memory, Stats);
             }
 
-            devices.Add(new SimDevice(name, kind, domain, Clock, bandwidth)
-            {
-                ChainFormat = codecGroup.Contains(name) ? DescriptorChainFormat.VcodecDma : null,
-            });
+            devices.Add(new SimDevice(d.Name, d.Kind, space, Clock, d.BytesPerSecond, d.Coherent) { ChainFormat = d.ChainFormat });
         }
 
         Iommus = units;
@@ -118,10 +118,10 @@ public sealed class Soc
         Devices = devices;
     }
 
-    /// <summary>The cost profile.</summary>
+    /// <summary>The cost profile of the first IOMMU (of every IOMMU, unless a scenario file gives them their own).</summary>
     public CostProfile Profile { get; }
 
-    /// <summary>Invalidation mode of every IOMMU.</summary>
+    /// <summary>Invalidation mode of the first IOMMU (of every IOMMU, unless a scenario file gives them their own).</summary>
     public IommuMode Mode { get; }
 
     /// <summary>IOMMU topology.</summary>
@@ -173,10 +173,16 @@ public sealed class Soc
     public SimDevice Isp => Device(DeviceKind.Isp);
 
     /// <summary>The video encoder.</summary>
-    public SimDevice Encoder => Devices.First(d => d.Name == "encoder");
+    public SimDevice Encoder => Named("encoder");
 
     /// <summary>The JPEG encoder: a second codec engine in the encoder's IOMMU group, with the same chain format.</summary>
-    public SimDevice Jpeg => Devices.First(d => d.Name == "jpeg");
+    public SimDevice Jpeg => Named("jpeg");
+
+    /// <summary>The device called <paramref name="name"/>.</summary>
+    /// <exception cref="InvalidOperationException">The SoC has no such device.</exception>
+    public SimDevice Named(string name) =>
+        Devices.FirstOrDefault(d => d.Name == name)
+        ?? throw new InvalidOperationException($"No device '{name}' on this SoC; it has {string.Join(", ", Devices.Select(d => d.Name))}.");
 
     /// <summary>
     /// Fault injection for the whole SoC: sets <see cref="PhysicalMemory.FaultInjection"/> of the memory (every heap's

@@ -80,14 +80,40 @@ public sealed class CpuCacheTests
 
 public sealed class ImplicitSyncTests
 {
-    private static ScenarioOptions Options(bool sync, long interval = 1_000_000_000L / 60, int pool = 4) => new()
+    private static ScenarioOptions Options(bool sync, long interval = 1_000_000_000L / 60, int pool = 4, bool? fences = null, bool? cacheSync = null) => new()
     {
         Frames = 24,
         Pool = pool,
         Resolution = new Resolution(640, 360),
-        Sync = sync,
+        Fences = fences ?? sync,
+        CacheSync = cacheSync ?? sync,
         FrameIntervalNs = interval,
     };
+
+    [Fact]
+    public void NoFences_WithCacheSync_IsCaughtAsOvertaking_Only()
+    {
+        // Playback's display (4 GB/s) reads faster than the decoder (2 GB/s) writes, so unfenced it overtakes the
+        // write. (Camera's codec engines read no faster than the ISP writes: there an unfenced read trails the write.)
+        StrategyResult r = Scenarios.Run(Scenarios.Playback, MappingStrategy.Meta, Options(sync: true, fences: false));
+
+        Assert.True(r.Safety.OvertakingReads > 0, r.Safety.ToString());
+        Assert.Equal(0, r.Safety.StaleCacheLineReads);
+        Assert.Equal(r.Safety.StaleReads, r.Safety.OvertakingReads);
+    }
+
+    [Theory]
+    [InlineData(Scenarios.Playback)]
+    [InlineData(Scenarios.Camera)]
+    public void NoCacheSync_WithFences_IsCaughtAsStaleCacheLines_Only(string scenario)
+    {
+        StrategyResult r = Scenarios.Run(scenario, MappingStrategy.Meta, Options(sync: true, cacheSync: false));
+
+        Assert.True(r.Safety.StaleCacheLineReads > 0, r.Safety.ToString());
+        Assert.Equal(0, r.Safety.OvertakingReads);
+        Assert.Equal(r.Safety.StaleReads, r.Safety.StaleCacheLineReads);
+        Assert.False(r.Safety.Ok);
+    }
 
     [Theory]
     [InlineData(Scenarios.Playback)]
