@@ -31,6 +31,7 @@ public static class DmaBufCommand
 
         var root = new RootCommand("dmabuf: the Linux dma-buf sharing model, its mapping strategies measured side by side.");
         root.Subcommands.Add(SimulateCommand.Create(console, stdout, stderr));
+        root.Subcommands.Add(SweepCommand.Create(console, stdout, stderr));
         root.Subcommands.Add(ShareCommand.Create(console, stdout, stderr));
         root.Subcommands.Add(LsCommand.Create(console, stdout));
         root.Subcommands.Add(StressCommand.Create(console, stdout, stderr));

@@ -13,5 +13,6 @@ internal sealed record SimulationReport(string Scenario, SimulationSettings Sett
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase, WriteIndented = true)]
 [JsonSerializable(typeof(SimulationReport))]
+[JsonSerializable(typeof(SweepReport))]
 [JsonSerializable(typeof(LsReport))]
 internal sealed partial class CliJsonContext : JsonSerializerContext;

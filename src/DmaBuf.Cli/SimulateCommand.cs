@@ -230,7 +230,7 @@ internal static class SimulateCommand
 
     private static string Verdict(bool ok, string text) => ok ? $"[green]{text}[/]" : $"[red]{text}[/]";
 
-    private static string FormatNs(double ns)
+    internal static string FormatNs(double ns)
     {
         CultureInfo c = CultureInfo.InvariantCulture;
         return ns switch

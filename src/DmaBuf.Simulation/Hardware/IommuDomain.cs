@@ -44,6 +44,8 @@ public sealed class IommuDomain : ISimAddressSpace
     private readonly List<DmaFault> _faults = [];
     private readonly Action _onFlushTimer;
     private readonly bool _lazy;
+    private readonly bool _pagesBackAtUnmap; // linux-lazy: the data pages' reach ends at unmap, not at the flush
+    private readonly List<long> _windowsNs = [];
 
     // Profile values, read once: the profile is immutable and these sit on the hot path.
     private readonly long _mapCallNs;
@@ -75,7 +77,8 @@ public sealed class IommuDomain : ISimAddressSpace
         _clock = unit.Clock;
         _stats = unit.Stats;
         _iotlb = unit.Iotlb;
-        _lazy = unit.Mode == IommuMode.Lazy;
+        _lazy = unit.Mode is IommuMode.Lazy or IommuMode.LinuxLazy;
+        _pagesBackAtUnmap = unit.Mode == IommuMode.LinuxLazy;
         Name = name;
         Asid = asid;
         Id = AddressSpaceIds.Next();
@@ -170,6 +173,15 @@ public sealed class IommuDomain : ISimAddressSpace
         }
     }
 
+    /// <summary>
+    /// Called after each unmap with the range's device address and its length in pages (the simulation's misbehaving
+    /// device uses it to keep accessing the old addresses). Runs outside the domain lock.
+    /// </summary>
+    internal Action<ulong, ulong>? Unmapped { get; set; }
+
+    /// <summary>For each unmapped range whose invalidation has happened, the simulated time from the unmap to it.</summary>
+    internal IReadOnlyList<long> UnmapWindowsNs => _windowsNs;
+
     internal IoPageTable PageTable => _table;
 
     internal IovaAllocator IovaAllocator => _iova;
@@ -229,6 +241,7 @@ public sealed class IommuDomain : ISimAddressSpace
         }
 
         _clock.Charge(cost);
+        Unmapped?.Invoke(mapped.Segments[0].Address, (mapped.TotalLength + PageMask) >> PhysicalMemory.PageShift);
     }
 
     /// <summary>Flushes the lazy flush queue now: one whole-domain invalidation, then the queued IOVAs and pages are released.</summary>
@@ -422,11 +435,20 @@ public sealed class IommuDomain : ISimAddressSpace
         if (!_lazy)
         {
             cost += Invalidate(m, leaves);
+            _windowsNs.Add(0);
             Release(m);
             cost += _iovaFreeNs;
         }
         else
         {
+            m.UnmappedAtNs = _clock.NowNs;
+            if (_pagesBackAtUnmap)
+            {
+                // As Linux's flush queue: the IOVA (and the stale IOTLB entries) wait for the flush, the data pages
+                // do not. A device with a stale entry can reach them after they are freed, until the flush.
+                ReleaseReach(m);
+            }
+
             _flushQueue.Add(m);
             if (_flushQueue.Count >= _flushQueueEntries)
             {
@@ -498,6 +520,7 @@ public sealed class IommuDomain : ISimAddressSpace
         long cost = _flushNs;
         foreach (Mapping m in _flushQueue)
         {
+            _windowsNs.Add(_clock.NowNs - m.UnmappedAtNs);
             Release(m);
             cost += _iovaFreeNs;
         }
@@ -523,14 +546,24 @@ public sealed class IommuDomain : ISimAddressSpace
     // No device can reach the range through this domain any more: give back the pages' reach and the IOVA.
     private void Release(Mapping m)
     {
+        ReleaseReach(m);
+        _iova.Free(m.Iova >> PhysicalMemory.PageShift, m.Pages);
+        _stats.IovaFrees++;
+        _entriesHeld -= m.Entries;
+    }
+
+    private void ReleaseReach(Mapping m)
+    {
+        if (m.ReachReleased)
+        {
+            return;
+        }
+
+        m.ReachReleased = true;
         foreach (ScatterSegment s in m.Physical.Segments)
         {
             _memory.RemoveReach(s.Address >> PhysicalMemory.PageShift, (long)((s.Length + PageMask) >> PhysicalMemory.PageShift));
         }
-
-        _iova.Free(m.Iova >> PhysicalMemory.PageShift, m.Pages);
-        _stats.IovaFrees++;
-        _entriesHeld -= m.Entries;
     }
 
     private TranslateResult Translate(ulong iova, bool write, out ulong physAddr)
@@ -609,5 +642,10 @@ public sealed class IommuDomain : ISimAddressSpace
         OutsideSpace,
     }
 
-    private sealed record Mapping(ulong Iova, ulong Pages, ulong Length, ScatterTable Physical, long Entries, DmaDirection Direction);
+    private sealed record Mapping(ulong Iova, ulong Pages, ulong Length, ScatterTable Physical, long Entries, DmaDirection Direction)
+    {
+        public long UnmappedAtNs { get; set; }
+
+        public bool ReachReleased { get; set; }
+    }
 }

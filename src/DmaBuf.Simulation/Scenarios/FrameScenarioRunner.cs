@@ -48,6 +48,14 @@ internal static class FrameScenarioRunner
         long verified, stale, staleEntries = 0, retainedPages = 0, peakCached = 0;
         int phaseFrames = scenario.Churn is { } c ? Math.Max(options.Frames / c.Phases, 1) : int.MaxValue;
 
+        RogueDevice? rogue = null;
+        if (options.RogueDevice)
+        {
+            rogue = readers[0].SimAddressSpace is IommuDomain domain
+                ? new RogueDevice(readers[0], domain, soc.Memory, soc.Clock, domain.Unit.Profile)
+                : throw new ArgumentException($"The rogue device is the first consumer, '{readers[0].Name}', which has no IOMMU: without one nothing stands between it and memory. Give it an IOMMU group in the scenario.");
+        }
+
         MappingStrategy strategy = MappingStrategy.Create(strategyName, options.CacheBudgetBytes ?? long.MaxValue);
         var run = new FrameRun(soc, strategy, producer, readers, [.. consumers.Select(x => x.HoldNs)], options);
         var pool = new DmaBufHandle[options.Pool];
@@ -94,6 +102,12 @@ internal static class FrameScenarioRunner
             }
         }
 
+        if (rogue is not null)
+        {
+            // Let the rogue's accesses after the teardown's unmaps happen, each in its window, before the final flush.
+            soc.Clock.RunUntilIdle();
+        }
+
         verified = run.FramesVerified;
         stale = run.StaleReads;
         soc.FlushAll();
@@ -123,6 +137,7 @@ internal static class FrameScenarioRunner
             Warnings = thrashing
                 ? [$"{strategy.Name}: the mapping cache thrashes ({strategy.CacheEvictions} evictions, {strategy.CacheHits} hits): its budget is smaller than the pool it serves."]
                 : [],
+            Rogue = rogue?.Report(),
         };
     }
 

@@ -108,11 +108,14 @@ internal sealed class JsonSource
         return line;
     }
 
-    // System.Text.Json's messages end in "Path: $ | LineNumber: 3 | BytePositionInLine: 7."; we say those ourselves.
+    // System.Text.Json's messages end in "Path: $ | LineNumber: 3 | BytePositionInLine: 7." (or without the path);
+    // we say those ourselves.
     private static string SyntaxProblem(JsonException e)
     {
         string message = e.Message;
         int cut = message.IndexOf(" Path:", StringComparison.Ordinal);
+        int lineCut = message.IndexOf(" LineNumber:", StringComparison.Ordinal);
+        cut = cut < 0 ? lineCut : lineCut < 0 ? cut : Math.Min(cut, lineCut);
         message = (cut >= 0 ? message[..cut] : message).TrimEnd('.', ' ');
         return e.BytePositionInLine is long column
             ? string.Create(CultureInfo.InvariantCulture, $"{message}, column {column + 1}")

@@ -338,9 +338,8 @@ public sealed class Scenario
     private static CostProfile LoadProfile(JsonObjectReader unit, string? baseDirectory)
     {
         string name = unit.String("profile", "smmuv3-strict");
-        string nameOrPath = CostProfile.BuiltInNames.Contains(name) || Path.IsPathRooted(name) || baseDirectory is null
-            ? name
-            : Path.Combine(baseDirectory, name);
+        bool isPath = name.Contains('/', StringComparison.Ordinal) || name.EndsWith(".json", StringComparison.OrdinalIgnoreCase);
+        string nameOrPath = !isPath || Path.IsPathRooted(name) || baseDirectory is null ? name : Path.Combine(baseDirectory, name);
         try
         {
             return CostProfile.Load(nameOrPath);

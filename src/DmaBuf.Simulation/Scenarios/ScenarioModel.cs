@@ -176,22 +176,27 @@ public sealed class ScenarioOptions
 /// <summary>Copies, for callers that change a few settings of a scenario's defaults.</summary>
 internal static class ScenarioOptionsCopy
 {
-    public static ScenarioOptions Copy(this ScenarioOptions o) => new()
+    public static ScenarioOptions Copy(this ScenarioOptions o) => o.With();
+
+    /// <summary>A copy with the given settings changed (null keeps the setting).</summary>
+    public static ScenarioOptions With(
+        this ScenarioOptions o, int? frames = null, int? pool = null, int? consumers = null, Resolution? resolution = null,
+        long? budget = null, IommuMode? mode = null, CostProfile? profile = null) => new()
     {
-        Frames = o.Frames,
-        Pool = o.Pool,
-        Resolution = o.Resolution,
+        Frames = frames ?? o.Frames,
+        Pool = pool ?? o.Pool,
+        Resolution = resolution ?? o.Resolution,
         Format = o.Format,
         Topology = o.Topology,
-        Consumers = o.Consumers,
-        Mode = o.Mode,
-        Profile = o.Profile,
+        Consumers = consumers ?? o.Consumers,
+        Mode = mode ?? o.Mode,
+        Profile = profile ?? o.Profile,
         Seed = o.Seed,
         Fences = o.Fences,
         CacheSync = o.CacheSync,
         RogueDevice = o.RogueDevice,
         FrameIntervalNs = o.FrameIntervalNs,
-        CacheBudgetBytes = o.CacheBudgetBytes,
+        CacheBudgetBytes = budget ?? o.CacheBudgetBytes,
     };
 }
 
