@@ -202,7 +202,15 @@ public sealed class HostileRingTests
             {
                 while (pool.TryRent(out DmaBufHandle? b))
                 {
-                    sender.SendBuffer(b, userData: n++);
+                    try
+                    {
+                        sender.SendBuffer(b, userData: n++);
+                    }
+                    catch
+                    {
+                        pool.Return(b.BufferId); // not sent: ours to give back
+                        throw;
+                    }
                 }
 
                 ChannelMessage? m = sender.Receive(s_guard);
