@@ -70,11 +70,23 @@ internal static class ShareCommand
             DefaultValueFactory = _ => "vgem",
         };
         var json = new Option<bool>("--json") { Description = "Print one JSON document instead of a table." };
+        var transport = new Option<string>("--transport")
+        {
+            Description = "socket: the handoff over the socket only; ring: also over the shared-memory control ring, side by side.",
+            DefaultValueFactory = _ => "socket",
+        };
+        transport.AcceptOnlyFromAmong("socket", "ring");
+        var wait = new Option<string>("--wait")
+        {
+            Description = "How the ring's consumer waits: spin (busy-poll), block (sleep, woken only when asleep) or hybrid (spin, then sleep).",
+            DefaultValueFactory = _ => "hybrid",
+        };
+        wait.AcceptOnlyFromAmong("spin", "block", "hybrid");
 
         var command = new Command(
             "share",
             "Share frames with a second process with no copy, and measure the handoff against a socket round trip, a copy and a re-map.");
-        foreach (Option o in new Option[] { frames, pool, resolution, exporter, heap, drmDriver, json })
+        foreach (Option o in new Option[] { frames, pool, resolution, exporter, heap, drmDriver, transport, wait, json })
         {
             command.Options.Add(o);
         }
@@ -82,7 +94,7 @@ internal static class ShareCommand
         command.SetAction(parse => (int)RunProducer(
             console, stdout, stderr,
             new Settings(parse.GetValue(frames), parse.GetValue(pool), parse.GetValue(resolution)!, parse.GetValue(exporter)!, parse.GetValue(heap)!,
-                parse.GetValue(drmDriver)!),
+                parse.GetValue(drmDriver)!, parse.GetValue(transport) == "ring" ? ParseWait(parse.GetValue(wait)!) : null),
             parse.GetValue(json)));
         command.Subcommands.Add(CreateConsumer(stdout, stderr));
         return command;
@@ -94,13 +106,25 @@ internal static class ShareCommand
         var socket = new Option<string>("--socket") { Description = "Abstract socket name to connect to.", Required = true };
         var frameSize = new Option<long>("--frame-size") { Description = "Bytes per frame.", Required = true };
         var pool = new Option<int>("--pool") { Description = "Frames in the producer's pool (sizes the mapping cache).", Required = true };
+        var ringWait = new Option<string?>("--ring-wait") { Description = "Also consume over the ring, waiting this way." };
+        ringWait.AcceptOnlyFromAmong("spin", "block", "hybrid");
         var command = new Command("consumer", "The consumer process of 'dmabuf share' (started by it).") { Hidden = true };
         command.Options.Add(socket);
         command.Options.Add(frameSize);
         command.Options.Add(pool);
-        command.SetAction(parse => (int)RunConsumer(parse.GetValue(socket)!, parse.GetValue(frameSize), parse.GetValue(pool), stdout, stderr));
+        command.Options.Add(ringWait);
+        command.SetAction(parse => (int)RunConsumer(
+            parse.GetValue(socket)!, parse.GetValue(frameSize), parse.GetValue(pool),
+            parse.GetValue(ringWait) is string w ? ParseWait(w) : null, stdout, stderr));
         return command;
     }
+
+    private static RingWait ParseWait(string wait) => wait switch
+    {
+        "spin" => RingWait.Spin,
+        "block" => RingWait.Block,
+        _ => RingWait.Hybrid,
+    };
 
     private static ExitCode RunProducer(IAnsiConsole console, TextWriter stdout, TextWriter stderr, Settings settings, bool json)
     {
@@ -133,11 +157,13 @@ internal static class ShareCommand
                 WriteTable(console, report, m.ConsumerProcessId);
             }
 
-            if (report.FramesFailed > 0 || report.LeakedFds != 0 || report.FramesVerified != settings.Frames)
+            if (report.FramesFailed > 0 || report.LeakedFds != 0 || report.FramesVerified != settings.Frames
+                || (settings.Wait is not null && report.RingFramesVerified != settings.Frames))
             {
                 stderr.WriteLine(
                     $"error: safety check failed: {report.FramesVerified} of {settings.Frames} frames verified, {report.FramesFailed} failed, " +
-                    $"{report.LeakedFds} descriptors leaked.");
+                    $"{report.LeakedFds} descriptors leaked" +
+                    (settings.Wait is null ? "." : $"; over the ring {report.RingFramesVerified} of {settings.Frames} verified."));
                 return ExitCode.SafetyCheckFailed;
             }
 
@@ -183,7 +209,7 @@ internal static class ShareCommand
         copyListener.Bind(new UnixDomainSocketEndPoint("\0" + name + "-copy"));
         copyListener.Listen(1);
 
-        using Process consumer = StartConsumer(name, frameSize, s.Pool);
+        using Process consumer = StartConsumer(name, frameSize, s.Pool, s.Wait);
         Task<string> output = consumer.StandardOutput.ReadToEndAsync();
         Task<string> errors = consumer.StandardError.ReadToEndAsync();
         var m = new Measurement { ConsumerProcessId = consumer.Id };
@@ -203,11 +229,17 @@ internal static class ShareCommand
             using Socket copy = copyListener.Accept();
             m.IdleRoundTrip = MeasureRoundTrips(channel, pool, s.Frames, firstFrame: 0, rhythm: false);
             m.RoundTrip = MeasureRoundTrips(channel, pool, s.Frames, firstFrame: 0, rhythm: true);
-            m.Handoff = MeasureHandoffs(channel, pool, s.Frames, firstFrame: 0, transient: false);
+            m.Handoff = Handoffs.Measure(channel, pool, s.Frames, firstFrame: 0, transient: false, s_patience);
+            m.SharedMemory = SharedMemoryFloor.Measure(channel, Math.Max(s.Frames, 1000), s_patience);
             channel.ForgetAll(); // the consumer lets go of the cached imports, so every remap below starts from nothing
-            m.Remap = MeasureHandoffs(channel, pool, s.Frames, firstFrame: s.Frames, transient: true);
+            m.Remap = Handoffs.Measure(channel, pool, s.Frames, firstFrame: s.Frames, transient: true, s_patience).Steady;
             m.Copy = MeasureCopies(copy, pool, s.Frames, firstFrame: 2L * s.Frames);
-            m.DescriptorsSent = channel.Statistics.FdsSent;
+            if (s.Wait is RingWait wait)
+            {
+                m.Ring = RingHandoff.Measure(name, pool, consumer.Id, wait, s.Frames, firstFrame: 3L * s.Frames, s_patience);
+            }
+
+            m.DescriptorsSent = channel.Statistics.FdsSent + (m.Ring?.DescriptorsSent ?? 0);
             copy.Shutdown(SocketShutdown.Both);
         }
         catch
@@ -274,50 +306,15 @@ internal static class ShareCommand
             if (rhythm)
             {
 #pragma warning disable CA2000 // borrowed from the pool, which owns and disposes it
-                DmaBufHandle frame = Rent(channel, pool);
+                DmaBufHandle frame = Handoffs.Rent(channel, pool, s_patience);
 #pragma warning restore CA2000
-                Fill(frame, firstFrame + k);
+                Handoffs.Fill(frame, firstFrame + k);
                 pool.Return(frame.BufferId);
             }
 
             long t0 = Stopwatch.GetTimestamp();
             channel.Ping(s_patience);
             times[k] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
-        }
-
-        return times;
-    }
-
-    /// <summary>
-    /// Hands <paramref name="count"/> frames over: fill, wait until the consumer has released everything, then time the
-    /// send until the acknowledgement. Registered sends pass each descriptor once; transient ones every time.
-    /// </summary>
-    private static double[] MeasureHandoffs(BufferChannel channel, BufferPool pool, int count, long firstFrame, bool transient)
-    {
-        double[] times = new double[count];
-        for (int k = 0; k < count; k++)
-        {
-#pragma warning disable CA2000 // borrowed from the pool, which owns and disposes it
-            DmaBufHandle frame = Rent(channel, pool);
-#pragma warning restore CA2000
-            ulong checksum = Fill(frame, firstFrame + k);
-            while (channel.OutstandingDeliveries > 0)
-            {
-                Next(channel);
-            }
-
-            long t0 = Stopwatch.GetTimestamp();
-            long sequence = channel.SendBuffer(frame, checksum, transient);
-            while (Next(channel) is not BufferAcknowledged ack || ack.Sequence != sequence)
-            {
-            }
-
-            times[k] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
-        }
-
-        while (channel.OutstandingDeliveries > 0)
-        {
-            Next(channel);
         }
 
         return times;
@@ -338,7 +335,7 @@ internal static class ShareCommand
                 throw new InvalidOperationException("The pool is empty after the consumer released every frame.");
             }
 
-            ulong checksum = Fill(frame, firstFrame + k);
+            ulong checksum = Handoffs.Fill(frame, firstFrame + k);
             using (CpuMapping map = frame.MapCpu())
             {
                 BinaryPrimitives.WriteInt64LittleEndian(header, map.Length);
@@ -357,31 +354,7 @@ internal static class ShareCommand
         return times;
     }
 
-    private static DmaBufHandle Rent(BufferChannel channel, BufferPool pool)
-    {
-        DmaBufHandle? frame;
-        while (!pool.TryRent(out frame))
-        {
-            Next(channel); // releases return frames to the pool
-        }
-
-        return frame;
-    }
-
-    private static ChannelMessage Next(BufferChannel channel) =>
-        channel.Receive(s_patience) ?? throw new InvalidOperationException("The consumer ended the connection early.");
-
-    /// <summary>Writes frame <paramref name="number"/>'s content into the buffer in place and returns its checksum.</summary>
-    private static ulong Fill(DmaBufHandle frame, long number)
-    {
-        using CpuMapping map = frame.MapCpu();
-        frame.BeginCpuAccess(CpuAccess.Write);
-        ShareFramePattern.Fill(map.Span, number);
-        frame.EndCpuAccess(CpuAccess.Write);
-        return ShareFramePattern.Checksum(map.Span);
-    }
-
-    private static ExitCode RunConsumer(string socketName, long frameSize, int poolSize, TextWriter stdout, TextWriter stderr)
+    private static ExitCode RunConsumer(string socketName, long frameSize, int poolSize, RingWait? ringWait, TextWriter stdout, TextWriter stderr)
     {
         try
         {
@@ -390,6 +363,8 @@ internal static class ShareCommand
             var cache = new MmapCache(((frameSize + page - 1) / page * page) * (poolSize + 1));
             var imports = new ImportCache(cache);
             var tally = new Tally();
+            var socketCpu = new FrameCpu();
+            var ringCpu = new FrameCpu();
             // The producer's whole pool may be registered here at once, and (while remapping) as many transient deliveries.
             var options = new BufferChannelOptions
             {
@@ -403,21 +378,52 @@ internal static class ShareCommand
                 copy.Connect(new UnixDomainSocketEndPoint("\0" + socketName + "-copy"));
                 var copier = new Thread(() => ReceiveCopies(copy, frameSize, tally)) { IsBackground = true, Name = "copy baseline" };
                 copier.Start();
+                Exception? ringFailure = null;
+                Thread? ring = null;
+                if (ringWait is RingWait wait)
+                {
+                    ring = new Thread(() =>
+                    {
+                        try
+                        {
+                            RingHandoff.Consume(socketName, options, wait, (c, r) => Consume(c, r, tally, ringCpu, ref tally.RingVerified), s_patience);
+                        }
+                        catch (Exception e) when (e is ChannelProtocolException or LinuxErrorException or InvalidOperationException or IOException)
+                        {
+                            ringFailure = e;
+                        }
+                    }) { IsBackground = true, Name = "ring consumer" };
+                    ring.Start();
+                }
+
                 while (channel.Receive() is { } message)
                 {
                     if (message is ReceivedBuffer received)
                     {
-                        Consume(channel, received, tally);
+                        if (SharedMemoryFloor.IsFloorPage(received))
+                        {
+                            SharedMemoryFloor.Answer(channel, received);
+                        }
+                        else
+                        {
+                            Consume(channel, received, tally, socketCpu, ref received.IsTransient ? ref tally.RemapVerified : ref tally.Verified);
+                        }
                     }
                 }
 
                 copier.Join();
+                ring?.Join();
+                if (ringFailure is not null)
+                {
+                    throw new InvalidOperationException($"ring: {ringFailure.Message}", ringFailure);
+                }
             }
 
             MmapCacheStatistics s = cache.Statistics;
             var result = new ConsumerResult(
                 tally.Verified, tally.RemapVerified, tally.CopyVerified, tally.Failed, OpenFds() - fdsBefore,
-                new ConsumerCacheReport(s.Hits, s.Misses, s.Evictions, s.MapCalls, s.UnmapCalls, s.LiveMappings));
+                new ConsumerCacheReport(s.Hits, s.Misses, s.Evictions, s.MapCalls, s.UnmapCalls, s.LiveMappings),
+                tally.RingVerified, Round(socketCpu.MicrosecondsPerFrame), Round(ringCpu.MicrosecondsPerFrame));
             stdout.WriteLine("RESULT " + JsonSerializer.Serialize(result, ConsumerJsonContext.Default.ConsumerResult));
             return tally.Failed == 0 ? ExitCode.Ok : ExitCode.SafetyCheckFailed;
         }
@@ -429,8 +435,14 @@ internal static class ShareCommand
     }
 
     /// <summary>Maps the frame (a cache hit after the first round of the pool), acknowledges, verifies, releases.</summary>
-    private static void Consume(BufferChannel channel, ReceivedBuffer received, Tally tally)
+    /// <remarks>Registered frames count in <paramref name="cpu"/>: the thread's CPU from one frame's release to the next's arrival.</remarks>
+    private static void Consume(BufferChannel channel, ReceivedBuffer received, Tally tally, FrameCpu cpu, ref int verified)
     {
+        if (!received.IsTransient)
+        {
+            cpu.Arrived();
+        }
+
         using (received)
         {
             using CpuMapping map = received.Handle.MapCpu();
@@ -438,7 +450,12 @@ internal static class ShareCommand
             received.Handle.BeginCpuAccess(CpuAccess.Read);
             bool ok = ShareFramePattern.Checksum(map.Span) == received.UserData;
             received.Handle.EndCpuAccess(CpuAccess.Read);
-            tally.Count(ok, ref received.IsTransient ? ref tally.RemapVerified : ref tally.Verified);
+            tally.Count(ok, ref verified);
+        }
+
+        if (!received.IsTransient)
+        {
+            cpu.Done();
         }
     }
 
@@ -464,7 +481,7 @@ internal static class ShareCommand
         }
     }
 
-    private static Process StartConsumer(string socketName, long frameSize, int pool)
+    private static Process StartConsumer(string socketName, long frameSize, int pool, RingWait? ringWait)
     {
         var info = new ProcessStartInfo { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         string? self = Environment.ProcessPath;
@@ -483,6 +500,12 @@ internal static class ShareCommand
         foreach (string a in new[] { "share", "consumer", "--socket", socketName, "--frame-size", frameSize.ToString(CultureInfo.InvariantCulture), "--pool", pool.ToString(CultureInfo.InvariantCulture) })
         {
             info.ArgumentList.Add(a);
+        }
+
+        if (ringWait is RingWait w)
+        {
+            info.ArgumentList.Add("--ring-wait");
+            info.ArgumentList.Add(w.ToString().ToLowerInvariant());
         }
 
         return Process.Start(info) ?? throw new InvalidOperationException($"Could not start the consumer ({info.FileName}).");
@@ -554,19 +577,34 @@ internal static class ShareCommand
 
     private static ShareReport Report(Settings s, string exporter, long frameSize, Measurement m, int producerLeaked)
     {
-        double handoff = Percentile(m.Handoff, 0.50);
+        double handoff = Percentile(m.Handoff.Steady, 0.50);
         double roundTrip = Percentile(m.RoundTrip, 0.50);
         double copy = Percentile(m.Copy, 0.50);
         double remap = Percentile(m.Remap, 0.50);
+        double shm = Percentile(m.SharedMemory, 0.50);
         ConsumerResult c = m.Consumer!;
+        RingReport? ring = null;
+        if (m.Ring is RingPhase r)
+        {
+            double p50 = Percentile(r.Handoff.Steady, 0.50);
+            ring = new RingReport(
+                s.Wait!.Value.ToString().ToLowerInvariant(), Round(p50), Round(Percentile(r.Handoff.Steady, 0.99)),
+                Round(Percentile(r.Handoff.FirstSends, 0.50)), Round(p50 / shm), Round(handoff / p50), Round(copy / p50),
+                Round(p50 / Percentile(m.IdleRoundTrip, 0.50)), c.RingCpuUsPerFrame, r.WakeUpsSent);
+        }
+
         return new ShareReport(
-            exporter, s.Resolution, frameSize, s.Frames, s.Pool,
-            Round(handoff), Round(Percentile(m.Handoff, 0.99)),
+            exporter, s.Resolution, frameSize, s.Frames, s.Pool, s.Wait is null ? "socket" : "ring",
+            Round(handoff), Round(Percentile(m.Handoff.Steady, 0.99)), Round(Percentile(m.Handoff.FirstSends, 0.50)),
+            ring?.HandoffP50Us, ring?.HandoffP99Us,
             Round(roundTrip), Round(Percentile(m.RoundTrip, 0.99)), Round(Percentile(m.IdleRoundTrip, 0.50)),
+            Round(shm), Round(Percentile(m.SharedMemory, 0.99)),
             Round(copy), Round(Percentile(m.Copy, 0.99)),
             Round(remap), Round(Percentile(m.Remap, 0.99)),
             Round(handoff / roundTrip), Round(copy / handoff), Round(remap / handoff),
-            c.Verified, c.RemapVerified, c.CopyVerified, c.Failed,
+            new ConsumerCpuReport(c.SocketCpuUsPerFrame, ring?.ConsumerCpuUsPerFrame),
+            ring,
+            c.Verified, c.RemapVerified, c.CopyVerified, c.RingVerified, c.Failed,
             producerLeaked + c.LeakedFds, c.LeakedFds, producerLeaked,
             m.DescriptorsSent, c.Cache);
     }
@@ -581,6 +619,14 @@ internal static class ShareCommand
         table.AddColumn(new TableColumn("p99").RightAligned());
         table.AddColumn(new TableColumn("p50 vs handoff").RightAligned());
         table.AddRow("zero-copy handoff (fd once, then id; cached mmap)", Us(r.HandoffP50Us), Us(r.HandoffP99Us), "1x");
+        if (r.Ring is RingReport ring)
+        {
+            table.AddRow($"  same over the control ring, wait {ring.Wait}", Us(ring.HandoffP50Us), Us(ring.HandoffP99Us),
+                $"{ring.SocketHandoffVsRing.ToString("0.0", c)}x faster");
+        }
+
+        table.AddRow("  first send of each pool buffer (its descriptor)", Us(r.FirstSendP50Us), "", "");
+        table.AddRow("bare shared-memory ping-pong (both busy-polling)", Us(r.SharedMemoryRoundTripP50Us), Us(r.SharedMemoryRoundTripP99Us), "");
         table.AddRow("bare socket round trip, 16 bytes", Us(r.SocketRoundTripP50Us), Us(r.SocketRoundTripP99Us),
             $"handoff = {r.HandoffVsRoundTrip.ToString("0.00", c)}x it");
         table.AddRow("  same, back to back (no frame work between)", Us(r.SocketRoundTripIdleP50Us), "", "");
@@ -592,6 +638,10 @@ internal static class ShareCommand
             $"frames verified: {Verdict(verified, $"{r.FramesVerified}/{r.Frames}")} (re-map baseline {r.RemapFramesVerified}, copy baseline {r.CopyFramesVerified}); " +
             $"leaked fds: {Verdict(r.LeakedFds == 0, r.LeakedFds.ToString(c))}; descriptors sent: {r.DescriptorsSent}");
         ConsumerCacheReport k = r.ConsumerMappingCache;
+        console.MarkupLine(
+            $"consumer CPU per frame: socket {r.ConsumerCpuUsPerFrame.Socket.ToString("0.0", c)} µs" +
+            (r.ConsumerCpuUsPerFrame.Ring is double rc ? $", ring {rc.ToString("0.0", c)} µs" : "") +
+            (r.Ring is RingReport rr ? $"; ring frames verified: {Verdict(r.RingFramesVerified == r.Frames, $"{r.RingFramesVerified}/{r.Frames}")}" : ""));
         console.MarkupLine($"consumer mmap cache: {k.Hits} hits, {k.Misses} misses, {k.Evictions} evictions, {k.MapCalls} mmaps, {k.UnmapCalls} munmaps");
     }
 
@@ -601,15 +651,9 @@ internal static class ShareCommand
 
     private static double Round(double value) => Math.Round(value, 2);
 
-    /// <summary>Nearest-rank percentile.</summary>
-    private static double Percentile(double[] values, double q)
-    {
-        double[] sorted = [.. values.Order()];
-        int rank = Math.Clamp((int)Math.Ceiling(q * sorted.Length) - 1, 0, sorted.Length - 1);
-        return sorted[rank];
-    }
+    private static double Percentile(double[] values, double q) => Handoffs.Percentile(values, q);
 
-    private sealed record Settings(int Frames, int Pool, string Resolution, string Exporter, string Heap, string DrmDriver);
+    private sealed record Settings(int Frames, int Pool, string Resolution, string Exporter, string Heap, string DrmDriver, RingWait? Wait);
 
     private sealed class Measurement
     {
@@ -619,7 +663,11 @@ internal static class ShareCommand
 
         public double[] IdleRoundTrip { get; set; } = [];
 
-        public double[] Handoff { get; set; } = [];
+        public HandoffTimes Handoff { get; set; } = new([], []);
+
+        public double[] SharedMemory { get; set; } = [];
+
+        public RingPhase? Ring { get; set; }
 
         public double[] Remap { get; set; } = [];
 
@@ -637,6 +685,7 @@ internal static class ShareCommand
         public int RemapVerified;
         public int CopyVerified;
         public int Failed;
+        public int RingVerified;
 
         public void Count(bool ok, ref int verified)
         {

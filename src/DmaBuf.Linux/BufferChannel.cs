@@ -27,7 +27,7 @@ namespace DmaBuf.Linux;
 /// (the peer never sees an id before its descriptor). Release and acknowledge may be sent while another thread is
 /// blocked in <see cref="Receive()"/>.</para>
 /// </remarks>
-public sealed class BufferChannel : IDisposable
+public sealed partial class BufferChannel : IDisposable
 {
     private static readonly PongMessage s_pong = new();
     private static readonly Func<DmaBufHandle, DmaBufHandle> s_duplicate = h => h.Duplicate();
@@ -53,6 +53,9 @@ public sealed class BufferChannel : IDisposable
         _imports = options.ImportCache ?? ImportCache.Shared;
         _pool = options.ReturnTo;
         _sendTimeout = options.SendTimeout;
+        _wait = options.Wait;
+        _wantsRing = options.Transport == ChannelTransport.Ring;
+        _spinBudgetTicks = (long)(options.SpinBudget.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
         Peer = peer;
     }
 
@@ -87,14 +90,31 @@ public sealed class BufferChannel : IDisposable
     {
         (SafeFdHandle a, SafeFdHandle b) = Interop.Libc.SocketPair(Interop.Libc.SOCK_SEQPACKET);
         BufferChannel? channelA = null;
+        BufferChannel? channelB = null;
         try
         {
-            channelA = FromSocket(a, first);
-            return (channelA, FromSocket(b, second));
+            // Both halves first, so neither waits for a peer that has not been made yet.
+            channelA = Make(a, first, setUpRing: false);
+            channelB = Make(b, second, setUpRing: false);
+            if (channelA._wantsRing != channelB._wantsRing)
+            {
+                throw new ArgumentException("Both channels of a pair must use the same transport.", nameof(second));
+            }
+
+            if (channelA._wantsRing)
+            {
+                channelA.SendRingSetup();
+                channelB.SendRingSetup();
+                channelA.ReceiveRingSetup();
+                channelB.ReceiveRingSetup();
+            }
+
+            return (channelA, channelB);
         }
         catch
         {
-            channelA?.Dispose();
+            channelA?.Close(ChannelErrorReason.LocalFailure);
+            channelB?.Close(ChannelErrorReason.LocalFailure);
             a.Dispose();
             b.Dispose();
             throw;
@@ -107,7 +127,9 @@ public sealed class BufferChannel : IDisposable
     public static unsafe BufferChannel Connect(string name, BufferChannelOptions? options = null)
     {
         uint length = Interop.Libc.AbstractAddress(name, out Interop.Libc.sockaddr_un address);
+#pragma warning disable CA2000 // closed on a failed connect; FromSocket owns it after, closing it on every failure
         SafeFdHandle socket = Interop.Libc.UnixSocket(Interop.Libc.SOCK_SEQPACKET);
+#pragma warning restore CA2000
         try
         {
             while (Interop.Libc.connect(socket, &address, length) < 0)
@@ -136,6 +158,12 @@ public sealed class BufferChannel : IDisposable
     public static BufferChannel FromSocket(SafeFdHandle socket, BufferChannelOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(socket);
+        return Make(socket, options, setUpRing: true);
+    }
+
+    private static BufferChannel Make(SafeFdHandle socket, BufferChannelOptions? options, bool setUpRing)
+    {
+        ArgumentNullException.ThrowIfNull(socket);
         options ??= new BufferChannelOptions();
         try
         {
@@ -154,7 +182,21 @@ public sealed class BufferChannel : IDisposable
                     ChannelErrorReason.PeerCredentials, $"The peer (pid {peer.ProcessId}) runs as uid {peer.UserId}; only uid {allowed} is allowed.");
             }
 
-            return new BufferChannel(socket, options, peer);
+            var channel = new BufferChannel(socket, options, peer);
+            if (setUpRing && channel._wantsRing)
+            {
+                try
+                {
+                    channel.SetUpRing();
+                }
+                catch
+                {
+                    channel.Close(ChannelErrorReason.LocalFailure);
+                    throw;
+                }
+            }
+
+            return channel;
         }
         catch
         {
@@ -372,7 +414,14 @@ public sealed class BufferChannel : IDisposable
         {
             using (order)
             {
-                if (_ledger.BeginGoodbye())
+                if (_ring is not null)
+                {
+                    if (_ledger.BeginGoodbye())
+                    {
+                        PublishGoodbyeNow();
+                    }
+                }
+                else if (_ledger.BeginGoodbye())
                 {
                     Span<byte> data = stackalloc byte[WireFormat.HeaderSize];
                     int length = WireFormat.Encode(new WireMessage(MessageType.Goodbye), data);
@@ -457,6 +506,18 @@ public sealed class BufferChannel : IDisposable
     /// <summary>Transmits one message inside the send order. Any failure closes the connection and throws.</summary>
     private void Transmit(in WireMessage message, SafeFdHandle? fd, Deadline deadline)
     {
+        if (_ring is not null && message.Type is not (MessageType.Ping or MessageType.Pong))
+        {
+            TransmitRing(message, fd, deadline);
+            return;
+        }
+
+        TransmitSocket(message, fd, deadline);
+    }
+
+    /// <summary>Transmits one message as a socket record inside the send order. Any failure closes the connection and throws.</summary>
+    private void TransmitSocket(in WireMessage message, SafeFdHandle? fd, Deadline deadline)
+    {
         Span<byte> data = stackalloc byte[WireFormat.MaxMessageSize];
         int length = WireFormat.Encode(message, data);
         SendStatus status;
@@ -506,6 +567,11 @@ public sealed class BufferChannel : IDisposable
     /// <summary>Receives and handles one record. Returns a message for the caller, <see cref="s_pong"/>, or null at the end.</summary>
     private ChannelMessage? ReceiveOne(Deadline deadline)
     {
+        if (_ring is not null)
+        {
+            return ReceiveOneRing(deadline);
+        }
+
         Span<byte> data = stackalloc byte[ChannelSocket.MaxRecord];
         while (true)
         {
@@ -631,16 +697,19 @@ public sealed class BufferChannel : IDisposable
                 return null;
             case MessageType.Pong:
                 return s_pong;
+            case MessageType.RingSetup:
+                throw new ChannelProtocolException(
+                    ChannelErrorReason.RingCorrupt, "The peer set up a control ring; this side uses the socket transport (both sides must choose the same).");
             default: // Goodbye: Decode accepts no other type
                 _ledger.OnGoodbye();
                 return null;
         }
     }
 
-    private ReceivedBuffer OnBuffer(WireMessage m, ReceivedRecord record)
+    private ReceivedBuffer OnBuffer(WireMessage m, ReceivedRecord? record)
     {
         bool transient = m.Flags.HasFlag(MessageFlags.Transient);
-        if (record.DescriptorCount == 0)
+        if (record is null || record.DescriptorCount == 0)
         {
             DmaBufHandle delivered = _ledger.DeliverRegistered(m.BufferId, m.Size, s_duplicate);
             return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, delivered, carriedFd: false, transient: false);
@@ -699,6 +768,7 @@ public sealed class BufferChannel : IDisposable
 
         _socket.Shutdown();
         _socket.Dispose();
+        CloseRing();
         foreach (DmaBufHandle h in closed.Drop)
         {
             h.Dispose();

@@ -49,7 +49,9 @@ public sealed class BufferChannelListener : IDisposable
             throw new TimeoutException($"No connection on @{Name} within {t}.");
         }
 
+#pragma warning disable CA2000 // FromSocket owns the socket from the call on: it closes it on every failure
         return BufferChannel.FromSocket(Interop.Libc.Accept(_socket, "@" + Name), _options);
+#pragma warning restore CA2000
     }
 
     /// <summary>Stops listening.</summary>

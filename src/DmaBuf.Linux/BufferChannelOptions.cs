@@ -29,9 +29,13 @@ public sealed class BufferChannelOptions
     public const long DefaultMaxResidentBytes = 1L << 30;
 
     private readonly TimeSpan _sendTimeout = DefaultSendTimeout;
+    private readonly TimeSpan _spinBudget = DefaultSpinBudget;
 
     /// <summary>The default of <see cref="SendTimeout"/>: 10 seconds.</summary>
     public static TimeSpan DefaultSendTimeout { get; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>The default of <see cref="SpinBudget"/>: 50 microseconds.</summary>
+    public static TimeSpan DefaultSpinBudget { get; } = TimeSpan.FromMicroseconds(50);
 
     /// <summary>Where received descriptors are imported; <see cref="ImportCache.Shared"/> when null.</summary>
     public ImportCache? ImportCache { get; init; }
@@ -57,6 +61,31 @@ public sealed class BufferChannelOptions
     /// descriptor is imported. A peer's sparse memfd counts by its claimed size: it is never pre-faulted here.
     /// </summary>
     public long MaxResidentBytes { get; init; } = DefaultMaxResidentBytes;
+
+    /// <summary>
+    /// What carries the messages that are not descriptors: the socket (<see cref="ChannelTransport.Socket"/>, the
+    /// default) or a shared-memory ring beside it (<see cref="ChannelTransport.Ring"/>). Both sides must choose the same.
+    /// </summary>
+    public ChannelTransport Transport { get; init; }
+
+    /// <summary>How a ring-transport channel waits for the peer; <see cref="RingWait.Hybrid"/> by default.</summary>
+    public RingWait Wait { get; init; }
+
+    /// <summary>How long <see cref="RingWait.Hybrid"/> spins before it sleeps; <see cref="DefaultSpinBudget"/> by default.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Negative, or infinite.</exception>
+    public TimeSpan SpinBudget
+    {
+        get => _spinBudget;
+        init
+        {
+            if (value < TimeSpan.Zero || value == Timeout.InfiniteTimeSpan)
+            {
+                throw new ArgumentOutOfRangeException(nameof(value), value, "A spin budget must be zero or positive, and finite.");
+            }
+
+            _spinBudget = value;
+        }
+    }
 
     /// <summary>
     /// The deadline of every send (a buffer, an acknowledgement, a release, a forget, a pong), counted from the call,

@@ -71,6 +71,13 @@ public enum ChannelErrorReason
 
     /// <summary>This side failed to handle the connection (out of memory, too many open files, a socket error).</summary>
     LocalFailure,
+
+    /// <summary>
+    /// The shared control ring broke its rules (a head or tail out of bounds, an entry not stamped with its position,
+    /// a sequence going back, an entry of a kind the ring does not carry, or one announcing a descriptor that never came
+    /// on the socket), or the ring was not set up as agreed.
+    /// </summary>
+    RingCorrupt,
 }
 
 /// <summary>

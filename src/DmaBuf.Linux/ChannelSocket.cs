@@ -137,12 +137,20 @@ internal sealed class ChannelSocket : IDisposable
     /// <summary>Sends one record with at most one descriptor, waiting until <paramref name="deadline"/> for room.</summary>
     /// <exception cref="LinuxErrorException">An error that is not the peer's going away.</exception>
     /// <exception cref="ObjectDisposedException">The socket was closed.</exception>
-    internal unsafe SendStatus Send(ReadOnlySpan<byte> data, SafeFdHandle? fd, Deadline deadline)
+    internal SendStatus Send(ReadOnlySpan<byte> data, SafeFdHandle? fd, Deadline deadline) =>
+        Send(data, fd, null, deadline);
+
+    /// <summary>Sends one record with at most two descriptors, waiting until <paramref name="deadline"/> for room.</summary>
+    /// <exception cref="LinuxErrorException">An error that is not the peer's going away.</exception>
+    /// <exception cref="ObjectDisposedException">The socket was closed.</exception>
+    internal unsafe SendStatus Send(ReadOnlySpan<byte> data, SafeFdHandle? fd, SafeFdHandle? second, Deadline deadline)
     {
-        int controlSpace = Interop.Libc.CMSG_SPACE(sizeof(int));
+        int count = fd is null ? 0 : second is null ? 1 : 2;
+        int controlSpace = Interop.Libc.CMSG_SPACE(2 * sizeof(int));
         byte* control = stackalloc byte[controlSpace];
         new Span<byte>(control, controlSpace).Clear();
         bool added = false;
+        bool addedSecond = false;
         fixed (byte* d = data)
         {
             var iov = new Interop.Libc.iovec { iov_base = d, iov_len = (nuint)data.Length };
@@ -153,12 +161,18 @@ internal sealed class ChannelSocket : IDisposable
                 {
                     fd.DangerousAddRef(ref added);
                     var header = (Interop.Libc.cmsghdr*)control;
-                    header->cmsg_len = (nuint)Interop.Libc.CMSG_LEN(sizeof(int));
+                    header->cmsg_len = (nuint)Interop.Libc.CMSG_LEN(count * sizeof(int));
                     header->cmsg_level = Interop.Libc.SOL_SOCKET;
                     header->cmsg_type = Interop.Libc.SCM_RIGHTS;
                     *(int*)(control + Interop.Libc.CMSG_DATA_OFFSET) = (int)fd.DangerousGetHandle();
+                    if (second is not null)
+                    {
+                        second.DangerousAddRef(ref addedSecond);
+                        *(int*)(control + Interop.Libc.CMSG_DATA_OFFSET + sizeof(int)) = (int)second.DangerousGetHandle();
+                    }
+
                     msg.msg_control = control;
-                    msg.msg_controllen = (nuint)controlSpace;
+                    msg.msg_controllen = (nuint)Interop.Libc.CMSG_SPACE(count * sizeof(int));
                 }
 
                 while (true)
@@ -192,6 +206,11 @@ internal sealed class ChannelSocket : IDisposable
                 if (added)
                 {
                     fd!.DangerousRelease();
+                }
+
+                if (addedSecond)
+                {
+                    second!.DangerousRelease();
                 }
             }
         }
@@ -305,6 +324,48 @@ internal sealed class ChannelSocket : IDisposable
             }
         }
     }
+
+    /// <summary>
+    /// One <c>poll</c> on this socket (readable, hung up) and <paramref name="other"/> (readable) together, for at most
+    /// <paramref name="timeoutMs"/>; EINTR counts as "nothing yet". Returns both <c>revents</c>.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">Either descriptor was closed.</exception>
+    internal unsafe (short Socket, short Other) PollWith(SafeFdHandle other, int timeoutMs)
+    {
+        bool added = false;
+        bool addedOther = false;
+        try
+        {
+            _socket.DangerousAddRef(ref added);
+            other.DangerousAddRef(ref addedOther);
+            Interop.Libc.pollfd* p = stackalloc Interop.Libc.pollfd[2];
+            p[0] = new Interop.Libc.pollfd { fd = (int)_socket.DangerousGetHandle(), events = Interop.Libc.POLLIN | Interop.Libc.POLLRDHUP };
+            p[1] = new Interop.Libc.pollfd { fd = (int)other.DangerousGetHandle(), events = Interop.Libc.POLLIN };
+            int r = Interop.Libc.poll(p, 2, timeoutMs);
+            if (r >= 0)
+            {
+                return r > 0 ? (p[0].revents, p[1].revents) : ((short)0, (short)0);
+            }
+
+            int errno = Interop.LastErrno;
+            return errno == Interop.Libc.EINTR ? ((short)0, (short)0) : throw Interop.GetExceptionForErrno(errno, "poll");
+        }
+        finally
+        {
+            if (addedOther)
+            {
+                other.DangerousRelease();
+            }
+
+            if (added)
+            {
+                _socket.DangerousRelease();
+            }
+        }
+    }
+
+    /// <summary>Whether a record (or the end) is waiting, without waiting.</summary>
+    internal bool ReadableNow() => Poll(Interop.Libc.POLLIN | Interop.Libc.POLLRDHUP, 0) != 0;
 
     /// <summary>One <c>poll</c>; EINTR counts as "nothing yet" so the caller re-reads its deadline.</summary>
     private unsafe short Poll(short events, int timeoutMs)

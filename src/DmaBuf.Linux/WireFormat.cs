@@ -12,6 +12,9 @@ internal enum MessageType : ushort
     Ping = 5,
     Pong = 6,
     Goodbye = 7,
+
+    /// <summary>Ring transport, once at connect: our ring region and our eventfd (two descriptors).</summary>
+    RingSetup = 8,
 }
 
 /// <summary>Header flags.</summary>
@@ -54,6 +57,7 @@ internal static class WireFormat
         MessageType.Release => 32,
         MessageType.Forget => 24,
         MessageType.Ping or MessageType.Pong or MessageType.Goodbye => HeaderSize,
+        MessageType.RingSetup => 32,
         _ => -1,
     };
 
@@ -87,6 +91,10 @@ internal static class WireFormat
                 break;
             case MessageType.Forget:
                 BinaryPrimitives.WriteInt64LittleEndian(d[16..], m.BufferId);
+                break;
+            case MessageType.RingSetup:
+                BinaryPrimitives.WriteInt64LittleEndian(d[16..], m.Size);
+                BinaryPrimitives.WriteUInt64LittleEndian(d[24..], m.UserData); // capacity << 32 | entry size
                 break;
         }
 
@@ -132,7 +140,12 @@ internal static class WireFormat
         }
 
         var flags = (MessageFlags)BinaryPrimitives.ReadUInt32LittleEndian(data[12..]);
-        MessageFlags allowed = type == MessageType.Buffer ? MessageFlags.FdAttached | MessageFlags.Transient : MessageFlags.None;
+        MessageFlags allowed = type switch
+        {
+            MessageType.Buffer => MessageFlags.FdAttached | MessageFlags.Transient,
+            MessageType.RingSetup => MessageFlags.FdAttached,
+            _ => MessageFlags.None,
+        };
         if ((flags & ~allowed) != 0 || (flags.HasFlag(MessageFlags.Transient) && !flags.HasFlag(MessageFlags.FdAttached)))
         {
             throw new ChannelProtocolException(ChannelErrorReason.BadFlags, $"Flags 0x{(uint)flags:x} are not valid on a {type} message.");
@@ -149,9 +162,15 @@ internal static class WireFormat
             throw new ChannelProtocolException(ChannelErrorReason.UnexpectedFd, $"{fds} descriptor(s) came with a {type} message that takes none.");
         }
 
-        if (fds > 1)
+        int takes = type == MessageType.RingSetup ? 2 : 1;
+        if (wantsFd && fds < takes)
         {
-            throw new ChannelProtocolException(ChannelErrorReason.SurplusFds, $"{fds} descriptors came with a {type} message that takes one.");
+            throw new ChannelProtocolException(ChannelErrorReason.MissingFd, $"The {type} message takes {takes} descriptors; {fds} came.");
+        }
+
+        if (fds > takes)
+        {
+            throw new ChannelProtocolException(ChannelErrorReason.SurplusFds, $"{fds} descriptors came with a {type} message that takes {takes}.");
         }
 
         return type switch
@@ -172,6 +191,8 @@ internal static class WireFormat
                 BinaryPrimitives.ReadInt64LittleEndian(data[16..]),
                 BinaryPrimitives.ReadInt64LittleEndian(data[24..])),
             MessageType.Forget => new WireMessage(type, flags, BinaryPrimitives.ReadInt64LittleEndian(data[16..])),
+            MessageType.RingSetup => new WireMessage(
+                type, flags, Size: BinaryPrimitives.ReadInt64LittleEndian(data[16..]), UserData: BinaryPrimitives.ReadUInt64LittleEndian(data[24..])),
             _ => new WireMessage(type, flags),
         };
     }

@@ -23,7 +23,7 @@ public sealed class ShareCommandTests
         Assert.Equal(24, r.GetProperty("copyFramesVerified").GetInt32());
         Assert.Equal(0, r.GetProperty("framesFailed").GetInt32());
         Assert.Equal(0, r.GetProperty("leakedFds").GetInt32());
-        Assert.Equal(4 + 24, r.GetProperty("descriptorsSent").GetInt64()); // once per pool frame, then every re-map
+        Assert.Equal(4 + 1 + 24, r.GetProperty("descriptorsSent").GetInt64()); // once per pool frame, the floor's page, every re-map
         JsonElement cache = r.GetProperty("consumerMappingCache");
         Assert.Equal(24 - 4, cache.GetProperty("hits").GetInt64()); // the zero-copy handoffs after the pool's first round
         Assert.Equal(0, cache.GetProperty("liveMappingsAtEnd").GetInt32());
@@ -31,6 +31,53 @@ public sealed class ShareCommandTests
         {
             Assert.True(r.GetProperty(field).GetDouble() > 0, field);
         }
+    }
+
+    [Theory]
+    [InlineData("spin")]
+    [InlineData("block")]
+    [InlineData("hybrid")]
+    public void Share_Ring_VerifiesEveryFrameOverTheRing_SideBySide_AndLeaksNothing(string wait)
+    {
+        (int code, string output, string errors) = Run("share", "--frames", "24", "--pool", "4", "--transport", "ring", "--wait", wait, "--json");
+
+        Assert.True(code == 0, errors);
+        using JsonDocument doc = JsonDocument.Parse(output);
+        JsonElement r = doc.RootElement;
+        Assert.Equal("ring", r.GetProperty("transport").GetString());
+        Assert.Equal(24, r.GetProperty("framesVerified").GetInt32());
+        Assert.Equal(24, r.GetProperty("ringFramesVerified").GetInt32());
+        Assert.Equal(0, r.GetProperty("leakedFds").GetInt32());
+        Assert.Equal(4 + 1 + 24 + 4, r.GetProperty("descriptorsSent").GetInt64()); // the ring channel sends each pool frame's once too
+        Assert.Equal(wait, r.GetProperty("ring").GetProperty("wait").GetString());
+        foreach (string field in new[] { "ringHandoffP50Us", "ringHandoffP99Us", "sharedMemoryRoundTripP50Us", "firstSendP50Us", "socketRoundTripIdleP50Us" })
+        {
+            Assert.True(r.GetProperty(field).GetDouble() > 0, field);
+        }
+
+        Assert.True(r.GetProperty("consumerCpuUsPerFrame").GetProperty("ring").GetDouble() > 0);
+    }
+
+    [Fact]
+    public void Share_Socket_ReportsNoRingFigures()
+    {
+        (int code, string output, string errors) = Run("share", "--frames", "6", "--pool", "2", "--json");
+
+        Assert.True(code == 0, errors);
+        using JsonDocument doc = JsonDocument.Parse(output);
+        Assert.Equal(JsonValueKind.Null, doc.RootElement.GetProperty("ringHandoffP50Us").ValueKind);
+        Assert.Equal(JsonValueKind.Null, doc.RootElement.GetProperty("consumerCpuUsPerFrame").GetProperty("ring").ValueKind);
+    }
+
+    [Fact]
+    public void Share_UnknownWait_IsBadUsageNamingTheChoices()
+    {
+        (int code, _, string errors) = Run("share", "--transport", "ring", "--wait", "doze");
+
+        Assert.Equal((int)ExitCode.Usage, code);
+        Assert.Contains("doze", errors, StringComparison.Ordinal);
+        Assert.Contains("hybrid", errors, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", errors, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -1,0 +1,647 @@
+// Ownership: on the ring transport the channel also owns a ChannelRing (two mappings, two eventfds) and the socket
+// records that arrived ahead of their ring entry (each with its descriptor) until the entry takes one or close drops
+// them. Close disposes both.
+using System.Diagnostics;
+
+namespace DmaBuf.Linux;
+
+/// <summary>The ring transport of <see cref="BufferChannel"/>: the control ring beside the socket.</summary>
+/// <remarks>
+/// <para><b>One order.</b> Every message except ping and pong goes through our outbound ring, in the ledger's send
+/// order, so the ring's order is the send order. A message that carries a descriptor goes as a socket record first
+/// (the descriptor and the whole message), then as a ring entry that says so; the receiver takes the record when it
+/// reaches the entry (the record was queued before the entry was published) and refuses any difference between the
+/// two. So the peer never sees an id before its descriptor, nor a forget overtaking a send.</para>
+/// <para><b>The socket</b> keeps what only it can do: descriptors, credentials, liveness (a peer that dies is a hang-up,
+/// even mid-entry), and pings (the bare round trip of the socket).</para>
+/// </remarks>
+public sealed partial class BufferChannel
+{
+    /// <summary>Socket records that may wait for their ring entry at once; more is a protocol error.</summary>
+    private const int MaxAheadRecords = 16;
+
+    private readonly Queue<(ReceivedRecord Record, WireMessage Message)> _ahead = new(); // under its own lock
+    private readonly RingWait _wait;
+    private readonly long _spinBudgetTicks;
+    private readonly bool _wantsRing;
+    private ChannelRing? _ring;
+    private (SafeFdHandle Region, SafeFdHandle Event)? _ourSetup; // sent, the peer's not yet received
+    private long _lastRingSequence; // receive side: the last buffer sequence taken from the ring
+    private bool _pongSeen;         // receive side: a pong came while the ring was being read
+    private bool _socketEnded;      // receive side: the socket reached its end; the ring is drained before we end
+    private string _socketEndHow = "";
+
+    /// <summary>The control ring on the ring transport (for tests), else null.</summary>
+    internal ChannelRing? Ring => _ring;
+
+    /// <summary>The transport this channel uses.</summary>
+    public ChannelTransport Transport => _ring is null ? ChannelTransport.Socket : ChannelTransport.Ring;
+
+    /// <summary>On the ring transport, how many times we signalled the peer because it slept (0 on the socket transport).</summary>
+    public long WakeUpsSent => _ring?.WakesSent ?? 0;
+
+    private enum Input
+    {
+        Ring,
+        Socket,
+        TimedOut,
+    }
+
+    /// <summary>Sends our region and eventfd, receives the peer's, and opens the ring. Any failure throws (the caller closes the socket).</summary>
+    private void SetUpRing()
+    {
+        SendRingSetup();
+        ReceiveRingSetup();
+    }
+
+    /// <summary>Creates our region and eventfd and sends them (the first half of the ring's setup).</summary>
+    private void SendRingSetup()
+    {
+        (SafeFdHandle region, SafeFdHandle ev) = ChannelRing.CreateOurs();
+        _ourSetup = (region, ev);
+        Span<byte> data = stackalloc byte[WireFormat.MaxMessageSize];
+        int length = WireFormat.Encode(SetupMessage(), data);
+        SendStatus sent = _socket.Send(data[..length], region, ev, Deadline.After(_sendTimeout));
+        if (sent != SendStatus.Sent)
+        {
+            throw new ChannelProtocolException(
+                sent == SendStatus.TimedOut ? ChannelErrorReason.SendTimeout : ChannelErrorReason.PeerClosed,
+                $"The ring's setup could not be sent to pid {Peer.ProcessId}.");
+        }
+    }
+
+    /// <summary>Receives the peer's region and eventfd, checks them, and opens the ring (the second half).</summary>
+    private void ReceiveRingSetup()
+    {
+        (SafeFdHandle region, SafeFdHandle ev) = _ourSetup!.Value;
+        _ourSetup = null;
+        ReceivedRecord? record = null;
+        try
+        {
+            Span<byte> data = stackalloc byte[ChannelSocket.MaxRecord];
+            ReceiveStatus status = _socket.Receive(data, Deadline.After(_sendTimeout), out record, out string how);
+            switch (status)
+            {
+                case ReceiveStatus.TimedOut:
+                    throw new ChannelProtocolException(
+                        ChannelErrorReason.RingCorrupt, $"Pid {Peer.ProcessId} set up no ring within {_sendTimeout}; both sides must use the ring transport.");
+                case ReceiveStatus.EndOfStream:
+                    throw new ChannelProtocolException(ChannelErrorReason.PeerClosed, $"Pid {Peer.ProcessId} went away before setting up the ring ({how}).");
+            }
+
+            if (record!.ControlTruncated || record.DataTruncated || record.Length == 0)
+            {
+                throw new ChannelProtocolException(ChannelErrorReason.RingCorrupt, "The peer's ring setup was truncated or empty.");
+            }
+
+            WireMessage m = WireFormat.Decode(data[..record.Length], record.DescriptorCount);
+            if (m != SetupMessage())
+            {
+                throw new ChannelProtocolException(
+                    ChannelErrorReason.RingCorrupt,
+                    $"Pid {Peer.ProcessId} sent a {m.Type} message where the ring's setup was due ({ChannelRing.RegionSize} bytes, " +
+                    $"{ChannelRing.Capacity} entries of {ChannelRing.EntrySize}); both sides must use the ring transport of this version.");
+            }
+
+            SafeFdHandle peerRegion = record.TakeDescriptor();
+            SafeFdHandle peerEvent = record.TakeDescriptor();
+            _ring = ChannelRing.Open(region, ev, peerRegion, peerEvent); // takes all four, closing them on failure
+        }
+        catch
+        {
+            region.Dispose();
+            ev.Dispose();
+            throw;
+        }
+        finally
+        {
+            record?.Dispose();
+        }
+    }
+
+    /// <summary>Drops a setup that was sent but never completed.</summary>
+    private void AbandonRingSetup()
+    {
+        if (_ourSetup is (SafeFdHandle region, SafeFdHandle ev))
+        {
+            region.Dispose();
+            ev.Dispose();
+            _ourSetup = null;
+        }
+    }
+
+    private static WireMessage SetupMessage() => new(
+        MessageType.RingSetup, MessageFlags.FdAttached, Size: ChannelRing.RegionSize,
+        UserData: ((ulong)ChannelRing.Capacity << 32) | ChannelRing.EntrySize);
+
+    /// <summary>Transmits one message through the ring (its descriptor, if any, on the socket first), inside the send order.</summary>
+    private void TransmitRing(in WireMessage message, SafeFdHandle? fd, Deadline deadline)
+    {
+        ChannelRing ring = _ring!;
+        if (!ring.Enter())
+        {
+            throw _ledger.ClosedException();
+        }
+
+        try
+        {
+            WaitForRoom(ring, message.Type, deadline);
+            if (fd is not null)
+            {
+                TransmitSocket(message, fd, deadline); // counts the message and the descriptor
+            }
+            else
+            {
+                Interlocked.Increment(ref _messagesSent);
+            }
+
+            ring.Publish(new RingEntry
+            {
+                Type = (uint)message.Type,
+                Flags = (uint)message.Flags,
+                BufferId = message.BufferId,
+                Sequence = message.Sequence,
+                Size = message.Size,
+                UserData = message.UserData,
+            });
+        }
+        finally
+        {
+            ring.Exit();
+        }
+    }
+
+    /// <summary>Waits until our ring has room for one entry (a peer that stops consuming fills it), until the deadline.</summary>
+    private void WaitForRoom(ChannelRing ring, MessageType type, Deadline deadline)
+    {
+        var spin = default(SpinWait);
+        while (true)
+        {
+            bool room;
+            try
+            {
+                room = ring.HasRoom();
+            }
+            catch (ChannelProtocolException e)
+            {
+                Close(e.Reason);
+                throw;
+            }
+
+            if (room)
+            {
+                return;
+            }
+
+            if (ring.IsDisposed)
+            {
+                throw _ledger.ClosedException();
+            }
+
+            if (deadline.HasPassed)
+            {
+                throw Fail(ChannelErrorReason.SendTimeout, $"Peer pid {Peer.ProcessId} consumed nothing of our ring for {_sendTimeout}; the {type} message was not sent.");
+            }
+
+            spin.SpinOnce(sleep1Threshold: 30); // then sleeps a millisecond at a time: a full ring is a stalled peer
+        }
+    }
+
+    /// <summary>Publishes our goodbye if there is room at once (Dispose never waits).</summary>
+    private void PublishGoodbyeNow()
+    {
+        ChannelRing ring = _ring!;
+        if (!ring.Enter())
+        {
+            return;
+        }
+
+        try
+        {
+            if (ring.HasRoom())
+            {
+                ring.Publish(new RingEntry { Type = (uint)MessageType.Goodbye });
+                Interlocked.Increment(ref _messagesSent);
+            }
+        }
+        catch (ChannelProtocolException)
+        {
+            // The peer corrupted the ring; closing is all that is left.
+        }
+        finally
+        {
+            ring.Exit();
+        }
+    }
+
+    /// <summary>The ring transport's <see cref="ReceiveOne"/>: the next ring entry, waiting as <see cref="BufferChannelOptions.Wait"/> says.</summary>
+    private ChannelMessage? ReceiveOneRing(Deadline deadline)
+    {
+        ChannelRing ring = _ring!;
+        if (!ring.Enter())
+        {
+            return null;
+        }
+
+        try
+        {
+            while (true)
+            {
+                if (IsClosed)
+                {
+                    return null;
+                }
+
+                if (_pongSeen)
+                {
+                    _pongSeen = false;
+                    return s_pong;
+                }
+
+                RingEntry entry;
+                bool got;
+                try
+                {
+                    got = ring.TryRead(out entry);
+                }
+                catch (ChannelProtocolException e)
+                {
+                    Close(e.Reason);
+                    throw;
+                }
+
+                if (got)
+                {
+                    Interlocked.Increment(ref _messagesReceived);
+                    ChannelMessage? message = HandleEntryClosing(entry);
+                    if (message is not null)
+                    {
+                        return message;
+                    }
+
+                    continue;
+                }
+
+                if (_socketEnded)
+                {
+                    if (_ledger.GoodbyeReceived)
+                    {
+                        Close(ChannelErrorReason.None);
+                        return null;
+                    }
+
+                    throw Fail(ChannelErrorReason.PeerClosed, PeerGoneMessage(_socketEndHow));
+                }
+
+                switch (WaitForInput(ring, deadline))
+                {
+                    case Input.Socket:
+                        PumpSocket(Deadline.Now);
+                        break;
+                    case Input.TimedOut:
+                        throw new TimeoutException($"Nothing arrived from pid {Peer.ProcessId} in time.");
+                }
+            }
+        }
+        finally
+        {
+            ring.Exit();
+        }
+    }
+
+    /// <summary>Waits for a ring entry or a socket record: spinning, sleeping, or spinning then sleeping.</summary>
+    private Input WaitForInput(ChannelRing ring, Deadline deadline)
+    {
+        if (_wait != RingWait.Block)
+        {
+            long start = Stopwatch.GetTimestamp();
+            long lastPoll = start;
+            long pollEvery = Stopwatch.Frequency / 5000; // the socket (pings, a hang-up) every 200 µs
+            for (int i = 1; ; i++)
+            {
+                if (ring.HasInput())
+                {
+                    return Input.Ring;
+                }
+
+                if ((i & 255) == 0)
+                {
+                    if (ring.IsDisposed)
+                    {
+                        return Input.Ring; // the caller sees the close
+                    }
+
+                    long now = Stopwatch.GetTimestamp();
+                    if (_wait == RingWait.Hybrid && now - start >= _spinBudgetTicks)
+                    {
+                        break;
+                    }
+
+                    if (now - lastPoll >= pollEvery)
+                    {
+                        lastPoll = now;
+                        if (SocketReadableNow())
+                        {
+                            return Input.Socket;
+                        }
+
+                        if (deadline.HasPassed)
+                        {
+                            return Input.TimedOut;
+                        }
+                    }
+                }
+
+                Thread.SpinWait(1);
+            }
+        }
+
+        while (true)
+        {
+            ring.SetSleeping(true);
+            if (ring.HasInput())
+            {
+                ring.SetSleeping(false);
+                return Input.Ring;
+            }
+
+            short socket, woken;
+            try
+            {
+                (socket, woken) = _socket.PollWith(ring.Event, deadline.RemainingMilliseconds);
+            }
+            catch (ObjectDisposedException)
+            {
+                return Input.Ring; // closed meanwhile: the caller sees it
+            }
+            finally
+            {
+                ring.SetSleeping(false);
+            }
+
+            if (woken != 0)
+            {
+                ring.DrainEvent();
+            }
+
+            if (socket != 0)
+            {
+                return Input.Socket;
+            }
+
+            if (woken != 0 || ring.HasInput())
+            {
+                return Input.Ring;
+            }
+
+            if (deadline.HasPassed)
+            {
+                return Input.TimedOut;
+            }
+        }
+    }
+
+    private bool SocketReadableNow()
+    {
+        try
+        {
+            return _socket.ReadableNow();
+        }
+        catch (ObjectDisposedException)
+        {
+            return true; // closed meanwhile: the caller sees it
+        }
+    }
+
+    /// <summary>
+    /// Receives one socket record until <paramref name="deadline"/> and handles it: a ping is answered, a pong noted, a
+    /// buffer with its descriptor kept for its ring entry; the end of the stream noted. False when nothing came.
+    /// </summary>
+    private bool PumpSocket(Deadline deadline)
+    {
+        Span<byte> data = stackalloc byte[ChannelSocket.MaxRecord];
+        ReceivedRecord? record = null;
+        try
+        {
+            ReceiveStatus status;
+            string how;
+            try
+            {
+                status = _socket.Receive(data, deadline, out record, out how);
+            }
+            catch (ObjectDisposedException) when (IsClosed)
+            {
+                return false;
+            }
+            catch (LinuxErrorException e)
+            {
+                throw Fail(ChannelErrorReason.LocalFailure, $"Receiving from pid {Peer.ProcessId} failed: {e.Message}", e);
+            }
+
+            switch (status)
+            {
+                case ReceiveStatus.TimedOut:
+                    return false;
+                case ReceiveStatus.EndOfStream:
+                    _socketEnded = true;
+                    _socketEndHow = how;
+                    return true;
+            }
+
+            Interlocked.Add(ref _fdsReceived, record!.DescriptorCount);
+            try
+            {
+                _ledger.CheckReceivable();
+                if (record.ControlTruncated || record.DataTruncated || record.Length == 0)
+                {
+                    throw new ChannelProtocolException(
+                        record.ControlTruncated ? ChannelErrorReason.SurplusFds : ChannelErrorReason.WrongSize,
+                        $"A socket record of {record.Length} bytes arrived truncated or empty (flags 0x{record.Flags:x}).");
+                }
+
+                WireMessage m = WireFormat.Decode(data[..record.Length], record.DescriptorCount);
+                switch (m.Type)
+                {
+                    case MessageType.Ping:
+                        Interlocked.Increment(ref _messagesReceived);
+                        SendControl(new WireMessage(MessageType.Pong), Deadline.After(_sendTimeout));
+                        return true;
+                    case MessageType.Pong:
+                        Interlocked.Increment(ref _messagesReceived);
+                        _pongSeen = true;
+                        return true;
+                    case MessageType.Buffer when m.Flags.HasFlag(MessageFlags.FdAttached):
+                        lock (_ahead)
+                        {
+                            if (IsClosed)
+                            {
+                                return false; // close drained the queue; the record is disposed below
+                            }
+
+                            if (_ahead.Count >= MaxAheadRecords)
+                            {
+                                throw new ChannelProtocolException(
+                                    ChannelErrorReason.RingCorrupt, $"More than {MaxAheadRecords} descriptors came on the socket ahead of their ring entries.");
+                            }
+
+                            _ahead.Enqueue((record, m));
+                            record = null; // the queue owns it now
+                        }
+
+                        return true;
+                    default:
+                        throw new ChannelProtocolException(
+                            ChannelErrorReason.RingCorrupt, $"A {m.Type} message came on the socket; on the ring transport it comes through the ring.");
+                }
+            }
+            catch (ChannelProtocolException e)
+            {
+                Close(e.Reason);
+                throw;
+            }
+        }
+        finally
+        {
+            record?.Dispose();
+        }
+    }
+
+    /// <summary><see cref="HandleEntry"/>, closing the connection on any failure.</summary>
+    private ChannelMessage? HandleEntryClosing(in RingEntry entry)
+    {
+        try
+        {
+            return HandleEntry(entry);
+        }
+        catch (ChannelProtocolException e)
+        {
+            Close(e.Reason);
+            throw;
+        }
+        catch (Exception e) when (e is LinuxErrorException or OutOfMemoryException or DmaMappingException)
+        {
+            throw Fail(ChannelErrorReason.LocalFailure, $"Handling a ring entry from pid {Peer.ProcessId} failed: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Checks and acts on one ring entry (already copied out of the shared pages).</summary>
+    private ChannelMessage? HandleEntry(in RingEntry e)
+    {
+        _ledger.CheckReceivable();
+        var type = (MessageType)e.Type;
+        var flags = (MessageFlags)e.Flags;
+        MessageFlags allowed = type == MessageType.Buffer ? MessageFlags.FdAttached | MessageFlags.Transient : MessageFlags.None;
+        bool known = e.Type <= ushort.MaxValue && type is MessageType.Buffer or MessageType.Ack or MessageType.Release or MessageType.Forget or MessageType.Goodbye;
+        if (!known)
+        {
+            throw new ChannelProtocolException(ChannelErrorReason.RingCorrupt, $"A ring entry of type {e.Type}, which the ring does not carry.");
+        }
+
+        if ((flags & ~allowed) != 0 || (flags.HasFlag(MessageFlags.Transient) && !flags.HasFlag(MessageFlags.FdAttached)))
+        {
+            throw new ChannelProtocolException(ChannelErrorReason.RingCorrupt, $"Flags 0x{e.Flags:x} are not valid on a {type} ring entry.");
+        }
+
+        switch (type)
+        {
+            case MessageType.Buffer:
+                if (e.Sequence <= _lastRingSequence)
+                {
+                    throw new ChannelProtocolException(
+                        ChannelErrorReason.RingCorrupt, $"Buffer {e.BufferId} came with sequence {e.Sequence}, not after the last one, {_lastRingSequence}.");
+                }
+
+                _lastRingSequence = e.Sequence;
+                var m = new WireMessage(type, flags, e.BufferId, e.Sequence, e.Size, e.UserData);
+                if (!flags.HasFlag(MessageFlags.FdAttached))
+                {
+                    return OnBuffer(m, record: null);
+                }
+
+                ReceivedRecord record = TakeRecordFor(m);
+                try
+                {
+                    return OnBuffer(m, record);
+                }
+                finally
+                {
+                    record.Dispose();
+                }
+
+            case MessageType.Ack:
+                _ledger.OnAck(e.BufferId, e.Sequence);
+                return new BufferAcknowledged(e.BufferId, e.Sequence, e.UserData);
+            case MessageType.Release:
+                bool last = _ledger.OnRelease(e.BufferId, e.Sequence);
+                bool returned = last && _pool is not null && _pool.Return(e.BufferId);
+                return new BufferReleased(e.BufferId, e.Sequence, returned);
+            case MessageType.Forget:
+                _ledger.OnPeerForget(e.BufferId).Dispose();
+                return null;
+            default: // Goodbye
+                _ledger.OnGoodbye();
+                return null;
+        }
+    }
+
+    /// <summary>
+    /// The socket record that carries the descriptor of ring entry <paramref name="m"/>: queued before the entry was
+    /// published, so it is here or arriving; it must say exactly what the entry says.
+    /// </summary>
+    private ReceivedRecord TakeRecordFor(in WireMessage m)
+    {
+        Deadline deadline = Deadline.After(_sendTimeout);
+        while (true)
+        {
+            lock (_ahead)
+            {
+                if (_ahead.TryDequeue(out (ReceivedRecord Record, WireMessage Message) ahead))
+                {
+                    if (ahead.Message != m)
+                    {
+                        ahead.Record.Dispose();
+                        throw new ChannelProtocolException(
+                            ChannelErrorReason.RingCorrupt, $"The ring says buffer {m.BufferId} #{m.Sequence}; its descriptor came as buffer {ahead.Message.BufferId} #{ahead.Message.Sequence}.");
+                    }
+
+                    return ahead.Record;
+                }
+            }
+
+            if (_socketEnded)
+            {
+                throw new ChannelProtocolException(
+                    ChannelErrorReason.PeerClosed, $"Pid {Peer.ProcessId} went away between buffer {m.BufferId}'s ring entry and its descriptor.");
+            }
+
+            if (!PumpSocket(deadline) && deadline.HasPassed)
+            {
+                throw new ChannelProtocolException(
+                    ChannelErrorReason.RingCorrupt, $"The ring announced buffer {m.BufferId}'s descriptor; none came on the socket within {_sendTimeout}.");
+            }
+
+            if (IsClosed)
+            {
+                throw _ledger.ClosedException();
+            }
+        }
+    }
+
+    /// <summary>Drops the ring (unmapped once no access holds it) and every record waiting for its entry.</summary>
+    private void CloseRing()
+    {
+        _ring?.Dispose();
+        AbandonRingSetup();
+        List<ReceivedRecord> ahead;
+        lock (_ahead)
+        {
+            ahead = [.. _ahead.Select(a => a.Record)];
+            _ahead.Clear();
+        }
+
+        foreach (ReceivedRecord r in ahead)
+        {
+            r.Dispose();
+        }
+    }
+}
