@@ -84,7 +84,7 @@ public sealed class ScenarioOptions
     public const int MaxFrames = 10_000_000;
 
     /// <summary>Most buffers a pool accepts.</summary>
-    public const int MaxPool = 4096;
+    public const int MaxPool = 16384;
 
     /// <summary>Frames to produce.</summary>
     public int Frames { get; init; } = 600;
