@@ -93,7 +93,24 @@ dmabuf ls --json > "$work/after.json" 2>&1
 check "after the holder exits the buffer is no longer listed" \
   jqtrue --arg n "$NAME" "$buffer | length == 0" "$work/after.json"
 
-# 5. The library's own tests that need a real kernel (any trait Kernel=...): the exporter contract on DRM PRIME (vgem),
+# 5. Held only through a mapping: the fixture closes its fd (and card) and keeps the mapping. `dmabuf ls` finds it in
+#    /proc/PID/maps with the name the kernel shows (/dmabuf:NAME); with debugfs mounted (as the init script does) it
+#    also reads dma_buf/bufinfo, which gives the exporter and the attached devices (none here).
+VGEM_EXPORT_MAP_ONLY=1 "$fixture" "$NAME" "$SIZE" -- dotnet "$cli" ls --json > "$work/mapped.out" 2> "$work/mapped.err"
+rc=$?
+tail -n +2 "$work/mapped.out" > "$work/mapped.json"
+pid3=$(head -1 "$work/mapped.out" | sed -n 's/.* pid=\([0-9]*\).*/\1/p')
+check "a buffer held only through a mapping is listed, with no fd holder and the fixture's mapping (rc=$rc)" \
+  jqtrue --arg n "$NAME" --argjson p "${pid3:-0}" --argjson s "$SIZE" \
+  "$buffer | length == 1 and (.[0].holders | length == 0) and .[0].mappings == [{\"pid\": \$p, \"comm\": \"vgem-export\", \"bytes\": \$s}]" "$work/mapped.json"
+if [ -r /sys/kernel/debug/dma_buf/bufinfo ]; then
+  check "with debugfs, the mapped-only buffer has its exporter, size and an attached-devices list from bufinfo" \
+    jqtrue --arg n "$NAME" --argjson s "$SIZE" \
+    "$buffer | .[0] | .exporter == \"drm\" and .size == \$s and (.attachedDevices | type == \"array\")" "$work/mapped.json"
+fi
+echo "  mapped only: $(jq -c --arg n "$NAME" "$buffer" "$work/mapped.json" 2>/dev/null)"
+
+# 6. The library's own tests that need a real kernel (any trait Kernel=...): the exporter contract on DRM PRIME (vgem),
 #    dma-buf heap and udmabuf buffers, real dma-bufs between two processes over the channel, kernel fences, `dmabuf
 #    ls` of buffers we export, vivid capturing into our buffers and exporting its own. Each test counts as one check.
 #    A skip is not a failure here: it means this kernel lacks what the test needs; the host decides (the test must
