@@ -20,12 +20,21 @@ internal static class LsCommand
             Hidden = true,
         };
 
-        var command = new Command("ls", "List every dma-buf held by a process on this system: size, exporter, name, holders.");
+        var bufInfo = new Option<string>("--bufinfo")
+        {
+            Description = "debugfs bufinfo file to read instead of " + ProcDmaBufScanner.BufInfoPath + ".",
+            DefaultValueFactory = _ => ProcDmaBufScanner.BufInfoPath,
+            Hidden = true,
+        };
+
+        var command = new Command(
+            "ls", "List every dma-buf held by a process on this system (through an fd or a mapping): size, exporter, name, holders, attached devices.");
         command.Options.Add(json);
         command.Options.Add(procRoot);
+        command.Options.Add(bufInfo);
         command.SetAction(parse =>
         {
-            LsReport report = ProcDmaBufScanner.Scan(parse.GetValue(procRoot)!);
+            LsReport report = ProcDmaBufScanner.Scan(parse.GetValue(procRoot)!, parse.GetValue(bufInfo)!);
             if (parse.GetValue(json))
             {
                 stdout.WriteLine(JsonSerializer.Serialize(report, CliJsonContext.Default.LsReport));
@@ -56,19 +65,35 @@ internal static class LsCommand
         table.AddColumn("name");
         table.AddColumn(new TableColumn("count").RightAligned());
         table.AddColumn(Markup.Escape("holders (comm[pid]:fd)"));
+        table.AddColumn(Markup.Escape("mapped by (comm[pid] bytes)"));
+        bool debugfs = report.Buffers.Any(b => b.AttachedDevices is not null);
+        if (debugfs)
+        {
+            table.AddColumn("attached devices");
+        }
+
         foreach (LsBuffer b in report.Buffers)
         {
-            table.AddRow(
+            List<string> row =
+            [
                 b.Inode.ToString(c),
                 Markup.Escape(FormatSize(b.Size)),
                 Markup.Escape(b.Exporter),
                 Markup.Escape(b.Name ?? "-"),
                 b.Count.ToString(c),
-                Markup.Escape(string.Join(", ", b.Holders.Select(h => $"{h.Comm}[{h.Pid.ToString(c)}]:{h.Fd.ToString(c)}"))));
+                Markup.Escape(b.Holders.Count == 0 ? "-" : string.Join(", ", b.Holders.Select(h => $"{h.Comm}[{h.Pid.ToString(c)}]:{h.Fd.ToString(c)}"))),
+                Markup.Escape(b.Mappings.Count == 0 ? "-" : string.Join(", ", b.Mappings.Select(m => $"{m.Comm}[{m.Pid.ToString(c)}] {FormatSize(m.Bytes)}"))),
+            ];
+            if (debugfs)
+            {
+                row.Add(Markup.Escape(b.AttachedDevices is { Count: > 0 } d ? string.Join(", ", d) : "-"));
+            }
+
+            table.AddRow([.. row]);
         }
 
         console.Write(table);
-        int processes = report.Buffers.SelectMany(b => b.Holders).Select(h => h.Pid).Distinct().Count();
+        int processes = report.Buffers.SelectMany(b => b.Holders.Select(h => h.Pid).Concat(b.Mappings.Select(m => m.Pid))).Distinct().Count();
         console.WriteLine(
             $"{report.Buffers.Count.ToString(c)} buffers, {FormatSize(report.TotalBytes)} in total, held by {processes.ToString(c)} processes.");
     }

@@ -21,6 +21,7 @@ public sealed class DmaHeapExporter : LinuxExporter, IDisposable
         features ??= LinuxFeatures.Probe();
         features.RequireDmaHeap(heapName);
         HeapName = heapName;
+        Name = "dma-heap:" + heapName; // one string: buffers carry the exporter's name as given at export
         _heap = Interop.Libc.OpenReadWrite(features.DmaHeapNode(heapName));
     }
 
@@ -28,7 +29,7 @@ public sealed class DmaHeapExporter : LinuxExporter, IDisposable
     public string HeapName { get; }
 
     /// <inheritdoc/>
-    public override string Name => "dma-heap:" + HeapName;
+    public override string Name { get; }
 
     /// <inheritdoc/>
     public override unsafe DmaBufHandle Allocate(long size, string? name = null)

@@ -30,11 +30,95 @@ public sealed class LsCommandTests : IDisposable
             $"pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t{inode}\nsize:\t{size}\ncount:\t{count}\nexp_name:\t{exporter}\n" +
             (name is null ? "" : $"name:\t{name}\n"));
 
+    /// <summary>The synthetic debugfs bufinfo; absent unless a test writes it (debugfs not mounted).</summary>
+    private string BufInfo => Path.Combine(_proc, "bufinfo");
+
+    /// <summary>Maps lines as the kernel writes them: a dma-buf mapping shows the buffer's inode and /dmabuf:NAME.</summary>
+    private void AddMaps(int pid, params string[] lines) =>
+        File.WriteAllText(Path.Combine(_proc, pid.ToString(), "maps"), string.Join('\n', lines) + "\n");
+
+    [Fact]
+    public void Json_ABufferHeldOnlyThroughAMapping_IsListedWithTheNameTheKernelShows()
+    {
+        AddProcess(300, "viewer");
+        AddMaps(300,
+            "55d0c0a00000-55d0c0a21000 r--p 00000000 08:01 131 /usr/bin/viewer",
+            "7f1000000000-7f1000010000 rw-s 00000000 00:0f 5151                       /dmabuf:frame-7",
+            "7f1000010000-7f1000018000 rw-s 100010000 00:0f 5151                      /dmabuf:frame-7",
+            "7f2000000000-7f2000001000 rw-s 00000000 00:01 77                         /memfd:not-a-dma-buf (deleted)");
+
+        using JsonDocument doc = RunJson();
+
+        JsonElement buffer = Assert.Single(doc.RootElement.GetProperty("buffers").EnumerateArray());
+        Assert.Equal(5151UL, buffer.GetProperty("inode").GetUInt64());
+        Assert.Equal("frame-7", buffer.GetProperty("name").GetString());
+        Assert.Equal(0x18000, buffer.GetProperty("size").GetInt64()); // what is mapped (not the fake offset): no fdinfo, no debugfs
+        Assert.Equal("?", buffer.GetProperty("exporter").GetString());
+        Assert.Empty(buffer.GetProperty("holders").EnumerateArray());
+        JsonElement mapping = Assert.Single(buffer.GetProperty("mappings").EnumerateArray());
+        Assert.Equal((300, "viewer", 0x18000L),
+            (mapping.GetProperty("pid").GetInt32(), mapping.GetProperty("comm").GetString()!, mapping.GetProperty("bytes").GetInt64()));
+        Assert.Equal(JsonValueKind.Null, buffer.GetProperty("attachedDevices").ValueKind); // debugfs not readable
+    }
+
+    [Fact]
+    public void Json_HeldAndMapped_IsOneBufferWithItsHolderAndItsMapping()
+    {
+        AddProcess(100, "decoder");
+        AddDmaBuf(100, 7, inode: 4242, size: 8192, "system", "frame-0", count: 1);
+        AddMaps(100, "7f1000000000-7f1000002000 rw-s 00000000 00:0f 4242 /dmabuf:frame-0");
+
+        using JsonDocument doc = RunJson();
+
+        JsonElement buffer = Assert.Single(doc.RootElement.GetProperty("buffers").EnumerateArray());
+        Assert.Equal("system", buffer.GetProperty("exporter").GetString());
+        Assert.Equal(7, Assert.Single(buffer.GetProperty("holders").EnumerateArray()).GetProperty("fd").GetInt32());
+        Assert.Equal(8192, Assert.Single(buffer.GetProperty("mappings").EnumerateArray()).GetProperty("bytes").GetInt64());
+    }
+
+    [Fact]
+    public void Json_Bufinfo_GivesAttachedDevices_AndDescribesAMappedOnlyBuffer()
+    {
+        AddProcess(100, "decoder");
+        AddProcess(300, "viewer");
+        AddDmaBuf(100, 7, inode: 4242, size: 8192, "system", "frame-0", count: 1);
+        AddMaps(300, "7f1000000000-7f1000001000 rw-s 00000000 00:0f 5151 /dmabuf:frame-7");
+        File.WriteAllText(BufInfo, string.Join('\n',
+            "",
+            "Dma-buf Objects:",
+            "size    \tflags   \tmode    \tcount   \texp_name\tino     \tname",
+            "00008192\t00000002\t00080007\t00000002\tsystem\t00004242\tframe-0",
+            "\twrite fence:vgem 3 seq 1 signalled",
+            "\tAttached Devices:",
+            "\tvgem",
+            "\tvivid-000-vid-cap",
+            "Total 2 devices attached",
+            "",
+            "00065536\t00000002\t00080007\t00000001\tdrm\t00005151\tframe-7",
+            "\tAttached Devices:",
+            "Total 0 devices attached",
+            "",
+            "",
+            "Total 2 objects, 73728 bytes",
+            ""));
+
+        using JsonDocument doc = RunJson();
+
+        JsonElement[] buffers = [.. doc.RootElement.GetProperty("buffers").EnumerateArray()];
+        JsonElement mappedOnly = buffers.Single(b => b.GetProperty("inode").GetUInt64() == 5151);
+        JsonElement held = buffers.Single(b => b.GetProperty("inode").GetUInt64() == 4242);
+        Assert.Equal(["vgem", "vivid-000-vid-cap"], held.GetProperty("attachedDevices").EnumerateArray().Select(d => d.GetString()!));
+        Assert.Empty(mappedOnly.GetProperty("attachedDevices").EnumerateArray());
+        Assert.Equal(65536, mappedOnly.GetProperty("size").GetInt64()); // debugfs knows the whole buffer, not just the mapped page
+        Assert.Equal("drm", mappedOnly.GetProperty("exporter").GetString());
+        Assert.Equal(1, mappedOnly.GetProperty("count").GetInt64());
+    }
+
     private (int Code, string Out, string Err) Run(params string[] args)
     {
         var stdout = new StringWriter();
         var stderr = new StringWriter();
-        int code = DmaBufCommand.Run([.. args, "--proc-root", _proc], stdout, stderr);
+        int code = DmaBufCommand.Run([.. args, "--proc-root", _proc, "--bufinfo", BufInfo], stdout, stderr);
         return (code, stdout.ToString(), stderr.ToString());
     }
 

@@ -48,6 +48,30 @@ public sealed class InteropLayoutTests
         #define DMA_BUF_SET_NAME_B _IOW('b', 1, __u64)
         #define DMA_BUF_SOURCE "documented encodings (linux/dma-buf.h absent)"
         #endif
+        #ifndef DMA_BUF_IOCTL_EXPORT_SYNC_FILE
+        struct dma_buf_export_sync_file { __u32 flags; __s32 fd; };
+        struct dma_buf_import_sync_file { __u32 flags; __s32 fd; };
+        #define DMA_BUF_IOCTL_EXPORT_SYNC_FILE _IOWR('b', 2, struct dma_buf_export_sync_file)
+        #define DMA_BUF_IOCTL_IMPORT_SYNC_FILE _IOW('b', 3, struct dma_buf_import_sync_file)
+        #endif
+        #if __has_include(<linux/sync_file.h>)
+        #include <linux/sync_file.h>
+        #else
+        struct sync_merge_data { char name[32]; __s32 fd2; __s32 fence; __u32 flags; __u32 pad; };
+        struct sync_fence_info { char obj_name[32]; char driver_name[32]; __s32 status; __u32 flags; __u64 timestamp_ns; };
+        struct sync_file_info { char name[32]; __s32 status; __u32 flags; __u32 num_fences; __u32 pad; __u64 sync_fence_info; };
+        #define SYNC_IOC_MERGE _IOWR('>', 3, struct sync_merge_data)
+        #define SYNC_IOC_FILE_INFO _IOWR('>', 4, struct sync_file_info)
+        #endif
+        #if __has_include(<drm/vgem_drm.h>)
+        #include <drm/vgem_drm.h>
+        #else
+        struct drm_vgem_fence_attach { __u32 handle; __u32 flags; __u32 out_fence; __u32 pad; };
+        struct drm_vgem_fence_signal { __u32 fence; __u32 flags; };
+        #define VGEM_FENCE_WRITE 0x1
+        #define DRM_IOCTL_VGEM_FENCE_ATTACH _IOWR('d', 0x40 + 0x1, struct drm_vgem_fence_attach)
+        #define DRM_IOCTL_VGEM_FENCE_SIGNAL _IOW('d', 0x40 + 0x2, struct drm_vgem_fence_signal)
+        #endif
         #if __has_include(<linux/dma-heap.h>)
         #include <linux/dma-heap.h>
         #define DMA_HEAP_SOURCE "kernel header linux/dma-heap.h"
@@ -61,8 +85,11 @@ public sealed class InteropLayoutTests
         #define UDMABUF_SOURCE "kernel header linux/udmabuf.h"
         #else
         struct udmabuf_create { __u32 memfd; __u32 flags; __u64 offset; __u64 size; };
+        struct udmabuf_create_item { __u32 memfd; __u32 __pad; __u64 offset; __u64 size; };
+        struct udmabuf_create_list { __u32 flags; __u32 count; struct udmabuf_create_item list[]; };
         #define UDMABUF_FLAGS_CLOEXEC 0x01
         #define UDMABUF_CREATE _IOW('u', 0x42, struct udmabuf_create)
+        #define UDMABUF_CREATE_LIST _IOW('u', 0x43, struct udmabuf_create_list)
         #define UDMABUF_SOURCE "documented encodings (linux/udmabuf.h absent)"
         #endif
         #if __has_include(<drm/drm.h>) && __has_include(<drm/drm_mode.h>)
@@ -106,6 +133,22 @@ public sealed class InteropLayoutTests
             OFF(dma_heap_allocation_data, fd_flags) OFF(dma_heap_allocation_data, heap_flags)
             SZ(udmabuf_create) OFF(udmabuf_create, memfd) OFF(udmabuf_create, flags) OFF(udmabuf_create, offset)
             OFF(udmabuf_create, size)
+            SZ(udmabuf_create_item) OFF(udmabuf_create_item, memfd) OFF(udmabuf_create_item, __pad)
+            OFF(udmabuf_create_item, offset) OFF(udmabuf_create_item, size)
+            SZ(udmabuf_create_list) OFF(udmabuf_create_list, flags) OFF(udmabuf_create_list, count)
+            SZ(dma_buf_export_sync_file) OFF(dma_buf_export_sync_file, flags) OFF(dma_buf_export_sync_file, fd)
+            SZ(dma_buf_import_sync_file) OFF(dma_buf_import_sync_file, flags) OFF(dma_buf_import_sync_file, fd)
+            SZ(sync_merge_data) OFF(sync_merge_data, name) OFF(sync_merge_data, fd2) OFF(sync_merge_data, fence)
+            OFF(sync_merge_data, flags) OFF(sync_merge_data, pad)
+            SZ(sync_fence_info) OFF(sync_fence_info, obj_name) OFF(sync_fence_info, driver_name)
+            OFF(sync_fence_info, status) OFF(sync_fence_info, flags) OFF(sync_fence_info, timestamp_ns)
+            SZ(sync_file_info) OFF(sync_file_info, name) OFF(sync_file_info, status) OFF(sync_file_info, flags)
+            OFF(sync_file_info, num_fences) OFF(sync_file_info, pad) OFF(sync_file_info, sync_fence_info)
+            SZ(drm_vgem_fence_attach) OFF(drm_vgem_fence_attach, handle) OFF(drm_vgem_fence_attach, flags)
+            OFF(drm_vgem_fence_attach, out_fence) OFF(drm_vgem_fence_attach, pad)
+            SZ(drm_vgem_fence_signal) OFF(drm_vgem_fence_signal, fence) OFF(drm_vgem_fence_signal, flags)
+            P(DMA_BUF_IOCTL_EXPORT_SYNC_FILE) P(DMA_BUF_IOCTL_IMPORT_SYNC_FILE) P(SYNC_IOC_MERGE) P(SYNC_IOC_FILE_INFO)
+            P(UDMABUF_CREATE_LIST) P(VGEM_FENCE_WRITE) P(DRM_IOCTL_VGEM_FENCE_ATTACH) P(DRM_IOCTL_VGEM_FENCE_SIGNAL)
             SZ(drm_version) OFF(drm_version, version_major) OFF(drm_version, version_minor)
             OFF(drm_version, version_patchlevel) OFF(drm_version, name_len) OFF(drm_version, name)
             OFF(drm_version, date_len) OFF(drm_version, date) OFF(drm_version, desc_len) OFF(drm_version, desc)
@@ -170,7 +213,7 @@ public sealed class InteropLayoutTests
             P(V4L2_BUF_FLAG_LAST) P(O_NONBLOCK)
             P(EPERM) P(ENOENT) P(EINTR) P(EIO) P(EBADF) P(EAGAIN) P(ENOMEM) P(EACCES) P(EFAULT) P(EBUSY) P(EEXIST)
             P(ENODEV) P(EINVAL) P(ENFILE) P(EMFILE) P(ENOTTY) P(EFBIG) P(ENOSPC) P(EPIPE) P(ENOSYS) P(ENOTSOCK)
-            P(EMSGSIZE) P(EOPNOTSUPP) P(EADDRINUSE) P(ECONNRESET) P(ENOTCONN) P(ETIMEDOUT) P(ECONNREFUSED)
+            P(EMSGSIZE) P(EOPNOTSUPP) P(EADDRINUSE) P(ECONNRESET) P(ENOTCONN) P(EBADFD) P(ETIMEDOUT) P(ECONNREFUSED)
             return 0;
         }
         """;
@@ -277,6 +320,14 @@ public sealed class InteropLayoutTests
             ["DMA_HEAP_IOCTL_ALLOC"] = DMA_HEAP_IOCTL_ALLOC,
             ["UDMABUF_CREATE"] = UDMABUF_CREATE,
             ["UDMABUF_FLAGS_CLOEXEC"] = UDMABUF_FLAGS_CLOEXEC,
+            ["UDMABUF_CREATE_LIST"] = UDMABUF_CREATE_LIST,
+            ["DMA_BUF_IOCTL_EXPORT_SYNC_FILE"] = DMA_BUF_IOCTL_EXPORT_SYNC_FILE,
+            ["DMA_BUF_IOCTL_IMPORT_SYNC_FILE"] = DMA_BUF_IOCTL_IMPORT_SYNC_FILE,
+            ["SYNC_IOC_MERGE"] = SYNC_IOC_MERGE,
+            ["SYNC_IOC_FILE_INFO"] = SYNC_IOC_FILE_INFO,
+            ["VGEM_FENCE_WRITE"] = VGEM_FENCE_WRITE,
+            ["DRM_IOCTL_VGEM_FENCE_ATTACH"] = DRM_IOCTL_VGEM_FENCE_ATTACH,
+            ["DRM_IOCTL_VGEM_FENCE_SIGNAL"] = DRM_IOCTL_VGEM_FENCE_SIGNAL,
             ["DRM_CLOEXEC"] = DRM_CLOEXEC,
             ["DRM_RDWR"] = DRM_RDWR,
             ["DRM_IOCTL_VERSION"] = DRM_IOCTL_VERSION,
@@ -331,6 +382,7 @@ public sealed class InteropLayoutTests
             ["EADDRINUSE"] = EADDRINUSE,
             ["ECONNRESET"] = ECONNRESET,
             ["ENOTCONN"] = ENOTCONN,
+            ["EBADFD"] = EBADFD,
             ["ETIMEDOUT"] = ETIMEDOUT,
             ["ECONNREFUSED"] = ECONNREFUSED,
         };
@@ -343,6 +395,15 @@ public sealed class InteropLayoutTests
         AddStruct<dma_buf_sync>(d, "dma_buf_sync");
         AddStruct<dma_heap_allocation_data>(d, "dma_heap_allocation_data");
         AddStruct<udmabuf_create>(d, "udmabuf_create");
+        AddStruct<udmabuf_create_item>(d, "udmabuf_create_item");
+        AddStruct<udmabuf_create_list>(d, "udmabuf_create_list");
+        AddStruct<dma_buf_export_sync_file>(d, "dma_buf_export_sync_file");
+        AddStruct<dma_buf_import_sync_file>(d, "dma_buf_import_sync_file");
+        AddStruct<sync_merge_data>(d, "sync_merge_data");
+        AddStruct<sync_fence_info>(d, "sync_fence_info");
+        AddStruct<sync_file_info>(d, "sync_file_info");
+        AddStruct<drm_vgem_fence_attach>(d, "drm_vgem_fence_attach");
+        AddStruct<drm_vgem_fence_signal>(d, "drm_vgem_fence_signal");
         AddStruct<drm_version>(d, "drm_version");
         AddStruct<drm_gem_close>(d, "drm_gem_close");
         AddStruct<drm_prime_handle>(d, "drm_prime_handle");

@@ -68,17 +68,42 @@ public sealed class V4l2VividTests : IDisposable
     }
 
     [Fact]
-    public void DmaBufCapture_VividFillsOurVgemBuffers_WithItsColourBars()
+    public void DmaBufCapture_VividFillsOurVgemBuffers_WithItsColourBars() => CaptureInto(Vgem());
+
+    [Fact]
+    [Trait(KernelRequirement.Trait, "dma-heap")]
+    public void DmaBufCapture_VividFillsOurDmaHeapBuffers_WithItsColourBars()
+    {
+        LinuxFeatures features = KernelRequirement.Require(f => f.RequireDmaHeap("system"));
+        var heap = new DmaHeapExporter("system", _cache, _registry, features);
+        _cleanup.Add(heap);
+        CaptureInto(heap);
+    }
+
+    [Fact]
+    [Trait(KernelRequirement.Trait, "udmabuf")]
+    public void DmaBufCapture_VividFillsOurUdmabufsFromSealedMemfds_WithItsColourBars()
+    {
+        LinuxFeatures features = KernelRequirement.Require(f => f.RequireUdmabuf());
+        var udmabuf = new UdmabufExporter(_cache, _registry, features);
+        _cleanup.Add(udmabuf);
+        CaptureInto(udmabuf);
+    }
+
+    /// <summary>
+    /// vivid captures 30 frames into a pool of 4 dma-bufs <paramref name="exporter"/> allocated; each frame is read
+    /// through our mapping and checked against the colour bars, then poisoned and queued again.
+    /// </summary>
+    private void CaptureInto(LinuxExporter exporter)
     {
         const int Pool = 4;
         const int Frames = 30;
         using V4l2Device device = OpenVivid();
         V4l2PixFormat format = SetYuyv(device);
-        DrmPrimeExporter vgem = Vgem();
         var pool = new DmaBufHandle[Pool];
         for (int i = 0; i < Pool; i++)
         {
-            pool[i] = Track(vgem.Allocate(format.SizeImage, $"vivid-{i}"));
+            pool[i] = Track(exporter.Allocate(format.SizeImage, $"vivid-{i}"));
             Poison(pool[i]);
         }
 
@@ -122,7 +147,7 @@ public sealed class V4l2VividTests : IDisposable
         Assert.Equal(0, device.QueuedCount);
         Assert.All(pool, h => Assert.Equal(1, h.Buffer.ReferenceCount)); // the device let go of every buffer
         _output.WriteLine(
-            $"{Frames} frames of {format} from {device.Path} into {Pool} vgem dma-bufs in {elapsed.TotalSeconds:F2} s " +
+            $"{Frames} frames of {format} from {device.Path} into {Pool} {exporter.Name} dma-bufs in {elapsed.TotalSeconds:F2} s " +
             $"({Frames / elapsed.TotalSeconds:F1} frames/s), sequence 0..{lastSequence}, {dropped} dropped");
     }
 

@@ -3,9 +3,10 @@ using DmaBuf.Linux;
 namespace DmaBuf.Testing;
 
 /// <summary>
-/// Tests that need a device only a real kernel with the right drivers has (vgem, vivid). They carry the trait
-/// <c>Kernel=&lt;driver&gt;</c>, run for real inside the QEMU guest that <c>bash .ci/kernel-tests</c> boots, and skip
-/// elsewhere with a reason that names that script.
+/// Tests that need a device only a real kernel with the right drivers has (vgem, vivid, dma-buf heaps, udmabuf). They
+/// carry the trait <c>Kernel=&lt;feature&gt;</c>, run for real inside the QEMU guests that <c>bash .ci/kernel-tests</c>
+/// boots (Debian 12's 6.1 and its backports 6.12; heaps and udmabuf only on 6.12), and skip elsewhere with a reason
+/// that names that script.
 /// </summary>
 public static class KernelRequirement
 {
@@ -44,5 +45,5 @@ public static class KernelRequirement
 
     /// <summary>The skip reason for a missing kernel feature: what is missing, then where the test does run.</summary>
     public static string SkipReason(string missing) =>
-        $"{missing} This test runs against a real kernel (Debian's, in QEMU, with vgem and vivid loaded): {Harness}";
+        $"{missing} This test runs against real kernels (Debian's 6.1 and 6.12 in QEMU, with vgem and vivid loaded; dma-buf heaps and udmabuf on 6.12): {Harness}";
 }

@@ -3,7 +3,13 @@
 # (vgem, vivid) that a container host usually lacks. The guest sees the host's root read-only over virtio-9p and runs
 # the command chrooted into it, so host-built binaries (dotnet, our CLI, test fixtures) run unchanged.
 #
-# Usage: run-in-guest.sh [--modules vgem|vivid|all|none] [--timeout SECONDS] [--verbose] -- COMMAND ARGS...
+# Usage: run-in-guest.sh [--kernel stable|backports] [--modules vgem|vivid|all|none] [--timeout SECONDS] [--verbose]
+#                        -- COMMAND ARGS...
+#
+# --kernel stable (the default) boots the kernel of the host's own Debian release (linux-image-amd64 from the host's apt
+# sources; Debian 12: 6.1). --kernel backports boots the one its -backports suite has (Debian 12: 6.12, which also has
+# dma-buf heaps and udmabuf), fetched through a private apt list on the host's mirror: the host's sources stay as they
+# are.
 #
 # Prints the command's output and exits with its exit code. Exit 3 when this machine cannot provide the guest
 # (no qemu, no kernel package, no way to install them); exit 124 when the command timed out in the guest; exit 125
@@ -13,11 +19,12 @@ set -euo pipefail
 readonly FEATURE_MISSING=3
 readonly NO_RESULT=125
 modules=vgem
+kernel=stable
 timeout_s=240
 verbose=0
 
 usage() {
-  echo "usage: $(basename "$0") [--modules vgem|vivid|all|none] [--timeout SECONDS] [--verbose] -- COMMAND ARGS..." >&2
+  echo "usage: $(basename "$0") [--kernel stable|backports] [--modules vgem|vivid|all|none] [--timeout SECONDS] [--verbose] -- COMMAND ARGS..." >&2
   exit 2
 }
 
@@ -25,6 +32,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --modules) [ $# -ge 2 ] || usage; modules=$2; shift 2 ;;
     --modules=*) modules=${1#*=}; shift ;;
+    --kernel) [ $# -ge 2 ] || usage; kernel=$2; shift 2 ;;
+    --kernel=*) kernel=${1#*=}; shift ;;
     --timeout) [ $# -ge 2 ] || usage; timeout_s=$2; shift 2 ;;
     --timeout=*) timeout_s=${1#*=}; shift ;;
     --verbose|-v) verbose=1; shift ;;
@@ -35,6 +44,7 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || { echo "error: no command given" >&2; usage; }
 case "$modules" in vgem|vivid|all|none) ;; *) echo "error: --modules must be vgem, vivid, all or none (got '$modules')" >&2; exit 2 ;; esac
+case "$kernel" in stable|backports) ;; *) echo "error: --kernel must be stable or backports (got '$kernel')" >&2; exit 2 ;; esac
 case "$timeout_s" in ''|*[!0-9]*) echo "error: --timeout must be a whole number of seconds" >&2; exit 2 ;; esac
 
 log() { echo "[guest-harness] $*" >&2; }
@@ -71,27 +81,55 @@ fi
 
 # --- kernel -----------------------------------------------------------------------------------------------------
 # The meta package linux-image-amd64 depends on the current versioned image package; fetch that one and unpack it
-# into the cache (never installed: the host's boot setup is left alone).
-kpkg=""
-if command -v apt-cache >/dev/null 2>&1; then
-  kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-  if [ -z "$kpkg" ] && [ "$apt_updated" -eq 0 ] && [ "$(id -u)" -eq 0 ]; then
-    apt-get update -qq >/dev/null 2>&1 || true
-    apt_updated=1
-    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+# into the cache (never installed: the host's boot setup is left alone). For backports, where the suite also has the image unsigned
+# (backports: the signed build may lag behind), that one is taken: same kernel, no Secure Boot signature to carry.
+apt_opts=()
+kpattern='^linux-image-[0-9].*-amd64$'
+if [ "$kernel" = backports ]; then
+  # A private apt list for <release>-backports on the mirror the host already uses for <release>: its own sources
+  # file, lists and package cache under the harness's cache folder, so the host's apt state is not touched.
+  codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+  [ -n "$codename" ] || missing "cannot tell this machine's Debian release (no VERSION_CODENAME in /etc/os-release)"
+  kpattern="^linux-image-[0-9].*+deb[0-9]*-amd64\(-unsigned\)\?$"
+  private=$cache/apt-$codename-backports
+  mkdir -p "$private/lists/partial" "$private/cache/archives/partial"
+  apt_opts=(-o "Dir::Etc::sourcelist=$private/sources.list" -o Dir::Etc::sourceparts=- -o "Dir::State::Lists=$private/lists"
+            -o "Dir::Cache=$private/cache" -o APT::Get::List-Cleanup=0)
+  if command -v apt-cache >/dev/null 2>&1; then
+    mirror=$(apt-cache policy 2>/dev/null | awk -v s="$codename/main" '$3 == s && $2 ~ /^https?:/ {print $2; exit}')
+    if [ -n "$mirror" ]; then
+      keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+      echo "deb [signed-by=$keyring] $mirror $codename-backports main" > "$private/sources.list.new"
+      mv "$private/sources.list.new" "$private/sources.list"
+      log "apt-get update ($codename-backports from $mirror, private list)"
+      apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1 || log "warning: apt-get update of $codename-backports failed"
+    else
+      log "warning: no $codename/main mirror in the host's apt sources; using a kernel unpacked before, if any"
+    fi
   fi
 fi
+kpkg=""
+meta_dep() { apt-cache "${apt_opts[@]}" depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+if command -v apt-cache >/dev/null 2>&1 && { [ "$kernel" = stable ] || [ -s "$private/sources.list" ]; }; then
+  kpkg=$(meta_dep)
+  if [ -z "$kpkg" ] && [ "$kernel" = stable ] && [ "$apt_updated" -eq 0 ] && [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    apt_updated=1
+    kpkg=$(meta_dep)
+  fi
+  if [ "$kernel" = backports ] && [ -n "$kpkg" ] && apt-cache "${apt_opts[@]}" show "$kpkg-unsigned" >/dev/null 2>&1; then kpkg=$kpkg-unsigned; fi
+fi
 if [ -z "$kpkg" ]; then
-  # Offline: reuse whatever kernel was unpacked before.
-  kpkg=$(ls -1 "$cache" 2>/dev/null | grep '^linux-image-[0-9].*-amd64$' | sort -V | tail -1 || true)
-  [ -n "$kpkg" ] || missing "cannot find Debian's linux-image-amd64 package (no apt-cache, or not in the package lists)"
+  # Offline: reuse whatever kernel of this kind was unpacked before.
+  kpkg=$(ls -1 "$cache" 2>/dev/null | grep -e "$kpattern" | { if [ "$kernel" = stable ]; then grep -v '+deb'; else cat; fi; } | sort -V | tail -1 || true)
+  [ -n "$kpkg" ] || missing "cannot find Debian's linux-image-amd64 package ($kernel; no apt-cache, or not in the package lists)"
 fi
 kdir=$cache/$kpkg
 if [ ! -d "$kdir/boot" ]; then
   log "downloading $kpkg"
   tmp=$(mktemp -d "$cache/dl.XXXXXX")
   chmod 755 "$tmp"
-  (cd "$tmp" && apt-get download "$kpkg" >/dev/null 2>&1) || { rm -rf "$tmp"; missing "apt-get download $kpkg failed"; }
+  (cd "$tmp" && apt-get "${apt_opts[@]}" download "$kpkg" >/dev/null 2>&1) || { rm -rf "$tmp"; missing "apt-get download $kpkg failed"; }
   dpkg-deb -x "$tmp"/*.deb "$tmp/root" || { rm -rf "$tmp"; missing "could not unpack $kpkg"; }
   rm -rf "$kdir"
   mv "$tmp/root" "$kdir"
@@ -181,6 +219,7 @@ if ! mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=524288,cache=loose ho
 fi
 mount -t proc proc /host/proc
 mount -t sysfs sysfs /host/sys
+mount -t debugfs debugfs /host/sys/kernel/debug 2>/dev/null || echo "guest: no debugfs"
 mount -t devtmpfs devtmpfs /host/dev
 mkdir -p /host/dev/shm 2>/dev/null
 mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm

@@ -10,7 +10,8 @@
  *   vgem-export: pid=P fd=F size=S name=NAME
  *
  * runs COMMAND while holding the fd and exits with COMMAND's exit code. With VGEM_EXPORT_INHERIT=1 in the
- * environment, COMMAND inherits the fd too (two holders of one buffer). Exit 3 when no vgem card exists, 4 when a
+ * environment, COMMAND inherits the fd too (two holders of one buffer). With VGEM_EXPORT_MAP_ONLY=1 the fd (and the
+ * GEM handle's card) is closed before COMMAND runs and only the mapping holds the buffer; the line then says fd=-1. Exit 3 when no vgem card exists, 4 when a
  * step on the buffer fails.
  *
  * The DRM uapi structs are declared here so that building needs only the C library and the kernel's
@@ -108,7 +109,7 @@ int main(int argc, char **argv)
 	const char *name;
 	unsigned long long want;
 	unsigned char *map;
-	int card, status, inherit;
+	int card, status, inherit, map_only;
 	pid_t child;
 
 	if (argc < 5 || strcmp(argv[3], "--") != 0) {
@@ -118,6 +119,7 @@ int main(int argc, char **argv)
 	name = argv[1];
 	want = strtoull(argv[2], NULL, 0);
 	inherit = getenv("VGEM_EXPORT_INHERIT") && strcmp(getenv("VGEM_EXPORT_INHERIT"), "1") == 0;
+	map_only = getenv("VGEM_EXPORT_MAP_ONLY") && strcmp(getenv("VGEM_EXPORT_MAP_ONLY"), "1") == 0;
 
 	card = open_vgem();
 	if (card < 0) {
@@ -158,6 +160,12 @@ int main(int argc, char **argv)
 	if (ioctl(prime.fd, DMA_BUF_IOCTL_SYNC, &sync) != 0)
 		return fail("DMA_BUF_IOCTL_SYNC end");
 
+	if (map_only) {
+		close(prime.fd);
+		close(card);
+		prime.fd = -1;
+		card = -1;
+	}
 	printf("vgem-export: pid=%d fd=%d size=%llu name=%s\n", (int)getpid(), prime.fd, (unsigned long long)dumb.size, name);
 	fflush(stdout);
 
@@ -173,7 +181,9 @@ int main(int argc, char **argv)
 		return fail("waitpid");
 
 	munmap(map, dumb.size);
-	close(prime.fd);
-	close(card);
+	if (prime.fd >= 0)
+		close(prime.fd);
+	if (card >= 0)
+		close(card);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }

@@ -25,6 +25,31 @@ internal static partial class Interop
         /// <summary><c>_IOWR('d', 0xB2, struct drm_mode_create_dumb)</c>.</summary>
         internal const uint DRM_IOCTL_MODE_CREATE_DUMB = ((_IOC_READ | _IOC_WRITE) << _IOC_DIRSHIFT) | (32u << _IOC_SIZESHIFT) | (DRM_IOCTL_BASE << _IOC_TYPESHIFT) | (0xB2u << _IOC_NRSHIFT);
 
+        // <drm/vgem_drm.h>: driver ioctls start at DRM_COMMAND_BASE (0x40).
+        internal const uint VGEM_FENCE_WRITE = 0x1;
+
+        /// <summary><c>DRM_IOWR(DRM_COMMAND_BASE + 0x1, struct drm_vgem_fence_attach)</c>.</summary>
+        internal const uint DRM_IOCTL_VGEM_FENCE_ATTACH = ((_IOC_READ | _IOC_WRITE) << _IOC_DIRSHIFT) | (16u << _IOC_SIZESHIFT) | (DRM_IOCTL_BASE << _IOC_TYPESHIFT) | (0x41u << _IOC_NRSHIFT);
+
+        /// <summary><c>DRM_IOW(DRM_COMMAND_BASE + 0x2, struct drm_vgem_fence_signal)</c>.</summary>
+        internal const uint DRM_IOCTL_VGEM_FENCE_SIGNAL = (_IOC_WRITE << _IOC_DIRSHIFT) | (8u << _IOC_SIZESHIFT) | (DRM_IOCTL_BASE << _IOC_TYPESHIFT) | (0x42u << _IOC_NRSHIFT);
+
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct drm_vgem_fence_attach
+        {
+            public uint handle;
+            public uint flags;
+            public uint out_fence;
+            public uint pad;
+        }
+
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct drm_vgem_fence_signal
+        {
+            public uint fence;
+            public uint flags;
+        }
+
         [StructLayout(LayoutKind.Sequential)]
         internal unsafe struct drm_version
         {
@@ -111,6 +136,25 @@ internal static partial class Interop
                     dmaBuf.DangerousRelease();
                 }
             }
+        }
+
+        /// <summary>
+        /// Attaches a new unsignaled vgem fence to GEM object <paramref name="handle"/>'s reservation object, as a write
+        /// fence when <paramref name="write"/>, otherwise as a read fence (<c>DRM_IOCTL_VGEM_FENCE_ATTACH</c>); returns its
+        /// id for <see cref="DrmVgemFenceSignal"/>. vgem signals it itself after 10 s (VGEM_FENCE_TIMEOUT).
+        /// </summary>
+        internal static unsafe uint DrmVgemFenceAttach(SafeFdHandle card, uint handle, bool write)
+        {
+            var attach = new drm_vgem_fence_attach { handle = handle, flags = write ? VGEM_FENCE_WRITE : 0 };
+            Ioctl(card, DRM_IOCTL_VGEM_FENCE_ATTACH, &attach, "ioctl(DRM_IOCTL_VGEM_FENCE_ATTACH)");
+            return attach.out_fence;
+        }
+
+        /// <summary>Signals vgem fence <paramref name="fence"/> (<c>DRM_IOCTL_VGEM_FENCE_SIGNAL</c>).</summary>
+        internal static unsafe void DrmVgemFenceSignal(SafeFdHandle card, uint fence)
+        {
+            var signal = new drm_vgem_fence_signal { fence = fence };
+            Ioctl(card, DRM_IOCTL_VGEM_FENCE_SIGNAL, &signal, "ioctl(DRM_IOCTL_VGEM_FENCE_SIGNAL)");
         }
 
         /// <summary>Drops GEM handle <paramref name="handle"/> on <paramref name="card"/>.</summary>

@@ -29,6 +29,7 @@ internal static partial class Interop
         internal const int EADDRINUSE = 98;
         internal const int ECONNRESET = 104;
         internal const int ENOTCONN = 107;
+        internal const int EBADFD = 77;
         internal const int ETIMEDOUT = 110;
         internal const int ECONNREFUSED = 111;
 
@@ -61,6 +62,7 @@ internal static partial class Interop
             EADDRINUSE => "EADDRINUSE",
             ECONNRESET => "ECONNRESET",
             ENOTCONN => "ENOTCONN",
+            EBADFD => "EBADFD",
             ETIMEDOUT => "ETIMEDOUT",
             ECONNREFUSED => "ECONNREFUSED",
             _ => "errno " + errno.ToString(System.Globalization.CultureInfo.InvariantCulture),

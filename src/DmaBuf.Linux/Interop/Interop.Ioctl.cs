@@ -37,6 +37,9 @@ internal static partial class Interop
         /// <summary><c>_IOW('u', 0x42, struct udmabuf_create)</c>.</summary>
         internal const uint UDMABUF_CREATE = (_IOC_WRITE << _IOC_DIRSHIFT) | (24u << _IOC_SIZESHIFT) | ((uint)'u' << _IOC_TYPESHIFT) | (0x42u << _IOC_NRSHIFT);
 
+        /// <summary><c>_IOW('u', 0x43, struct udmabuf_create_list)</c>: the header's size, the items follow it.</summary>
+        internal const uint UDMABUF_CREATE_LIST = (_IOC_WRITE << _IOC_DIRSHIFT) | (8u << _IOC_SIZESHIFT) | ((uint)'u' << _IOC_TYPESHIFT) | (0x43u << _IOC_NRSHIFT);
+
         [StructLayout(LayoutKind.Sequential)]
         internal struct dma_buf_sync
         {
@@ -59,6 +62,23 @@ internal static partial class Interop
             public uint flags;
             public ulong offset;
             public ulong size;
+        }
+
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct udmabuf_create_item
+        {
+            public uint memfd;
+            public uint __pad;
+            public ulong offset;
+            public ulong size;
+        }
+
+        /// <summary>The header of <c>UDMABUF_CREATE_LIST</c>'s argument; <c>count</c> items follow it.</summary>
+        [StructLayout(LayoutKind.Sequential)]
+        internal struct udmabuf_create_list
+        {
+            public uint flags;
+            public uint count;
         }
 
         /// <summary><c>ioctl</c> with a pointer argument; <c>request</c> is an <c>unsigned long</c> in glibc.</summary>
