@@ -37,6 +37,9 @@ internal static class FrameScenarioRunner
             },
             layout);
 
+        // Host memory: the SoC's memory is allocated up front; what grows after it is what the run keeps per buffer.
+        long heapAfterSoc = GC.GetTotalMemory(forceFullCollection: false);
+        long peakHeap = heapAfterSoc;
         SimDevice producer = soc.Named(scenario.Producer);
         ConsumerPlan[] consumers = [.. scenario.ConsumerPlans.Take(options.Consumers ?? scenario.ConsumerPlans.Count)];
         SimDevice[] readers = [.. consumers.Select(c => soc.Named(c.Device))];
@@ -86,6 +89,7 @@ internal static class FrameScenarioRunner
                 peakCached = Math.Max(peakCached, strategy.CachedBytes);
                 if ((f & 15) == 15 || f == options.Frames - 1)
                 {
+                    peakHeap = Math.Max(peakHeap, GC.GetTotalMemory(forceFullCollection: false));
                     progress?.Report(f + 1);
                 }
             }
@@ -138,6 +142,7 @@ internal static class FrameScenarioRunner
                 ? [$"{strategy.Name}: the mapping cache thrashes ({strategy.CacheEvictions} evictions, {strategy.CacheHits} hits): its budget is smaller than the pool it serves."]
                 : [],
             Rogue = rogue?.Report(),
+            Memory = new ResultMemory(peakHeap, Math.Max(0, peakHeap - heapAfterSoc) / options.Pool),
         };
     }
 

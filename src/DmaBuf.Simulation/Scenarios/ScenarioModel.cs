@@ -254,9 +254,21 @@ public sealed record StrategyResult(
     /// <summary>Problems that are not safety failures, such as a cache that thrashes.</summary>
     public IReadOnlyList<string> Warnings { get; init; } = [];
 
+    /// <summary>Host memory the run used (measured, not simulated: it varies a little between runs, like <see cref="WallSeconds"/>).</summary>
+    public ResultMemory? Memory { get; init; }
+
     /// <summary>What the rogue device reached after unmaps (<see cref="ScenarioOptions.RogueDevice"/>); null without one.</summary>
     public RogueReport? Rogue { get; init; }
 }
+
+/// <summary>Host memory of a run, sampled every 16 frames.</summary>
+/// <param name="PeakHeapBytes">Largest managed heap seen during the run, the simulated SoC's memory included.</param>
+/// <param name="HeapBytesPerBuffer">
+/// Growth of the heap after the SoC was built, per pool buffer: what the framework, the strategy's caches and the
+/// simulated IOMMUs keep per live buffer (frame bytes live in the SoC's memory and are not part of it). An upper bound:
+/// garbage not yet collected counts too.
+/// </param>
+public sealed record ResultMemory(long PeakHeapBytes, long HeapBytesPerBuffer);
 
 /// <summary>
 /// What a device that keeps using its old device addresses after unmap reached. The window is the time from an unmap to

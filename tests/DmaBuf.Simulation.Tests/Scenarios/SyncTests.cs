@@ -149,3 +149,18 @@ public sealed class ImplicitSyncTests
         Assert.True(unsynced.Safety.StaleReads > 0);
     }
 }
+
+public sealed class RunMemoryTests
+{
+    [Fact]
+    public void Memory_IsReported_AndWhatARunKeepsPerBufferIsBounded()
+    {
+        StrategyResult r = Scenarios.Run(Scenarios.Playback, MappingStrategy.Meta, new ScenarioOptions { Frames = 256, Pool = 64, Resolution = new Resolution(128, 128) });
+
+        Assert.NotNull(r.Memory);
+        Assert.True(r.Memory.PeakHeapBytes > 0);
+        // A frame's bytes live in the SoC's memory; per buffer the framework, the caches and the IOMMUs keep far less
+        // than a megabyte (a per-frame leak would pass that within 256 frames of 64 buffers).
+        Assert.InRange(r.Memory.HeapBytesPerBuffer, 0, 1L << 20);
+    }
+}
