@@ -17,13 +17,7 @@ public sealed class LsKernelTests : IDisposable
 
     public void Dispose() => _exporter.Dispose();
 
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = DmaBufCommand.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => Cli.Run(args);
 
     /// <summary>The listed buffers, by inode.</summary>
     private static Dictionary<ulong, JsonElement> ListJson()

@@ -4,13 +4,7 @@ namespace DmaBuf.Cli.Tests;
 
 public sealed partial class StressCommandTests
 {
-    private static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        int code = DmaBufCommand.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
-    }
+    private static (int Code, string Out, string Err) Run(params string[] args) => Cli.Run(args);
 
     [Fact]
     public void Stress_TwoSeconds_RunsTheModelAndEveryRace_NoViolation()
