@@ -44,7 +44,8 @@ public static class DmaBufCommand
                 stderr.WriteLine($"error: {e.Message}");
             }
 
-            stderr.WriteLine("Run 'dmabuf --help' or 'dmabuf simulate --help' for usage.");
+            string command = parse.CommandResult.Command is RootCommand ? "dmabuf" : "dmabuf " + CommandPath(parse.CommandResult);
+            stderr.WriteLine($"Run '{command} --help' for usage.");
             return (int)ExitCode.Usage;
         }
 
@@ -52,10 +53,57 @@ public static class DmaBufCommand
         {
             return parse.Invoke(new InvocationConfiguration { Output = stdout, Error = stderr, EnableDefaultExceptionHandler = false });
         }
-        catch (Exception e) when (e is ArgumentException or FormatException or OutOfMemoryException)
+        catch (Exception e) when (e is ArgumentException or FormatException or OverflowException)
         {
             stderr.WriteLine($"error: {e.Message}");
             return (int)ExitCode.Usage;
         }
+        catch (MachineLimitException e)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return (int)ExitCode.FeatureMissing;
+        }
+        catch (OutOfMemoryException)
+        {
+            stderr.WriteLine("error: this machine ran out of memory for the run; lower --pool, --frames or --resolution.");
+            return (int)ExitCode.FeatureMissing;
+        }
+        catch (UnauthorizedAccessException e) when (e.InnerException is IOException inner)
+        {
+            // What .NET throws for a write to a closed standard output (EBADF).
+            TryWrite(stderr, $"error: cannot write the output: {inner.Message.TrimEnd()} (is standard output closed?)");
+            return (int)ExitCode.FeatureMissing;
+        }
+        catch (IOException e)
+        {
+            // The output went to a full disk or a closed pipe, or a file could not be written: say so on stderr, which may
+            // still be open.
+            TryWrite(stderr, $"error: cannot write the output: {e.Message.TrimEnd()}");
+            return (int)ExitCode.FeatureMissing;
+        }
+    }
+
+    private static void TryWrite(TextWriter writer, string line)
+    {
+        try
+        {
+            writer.WriteLine(line);
+            writer.Flush();
+        }
+        catch (IOException)
+        {
+            // stderr is gone as well: the exit code is all that is left to tell.
+        }
+    }
+
+    private static string CommandPath(System.CommandLine.Parsing.CommandResult result)
+    {
+        var names = new List<string>();
+        for (System.CommandLine.Parsing.SymbolResult? r = result; r is System.CommandLine.Parsing.CommandResult c && c.Command is not RootCommand; r = r.Parent)
+        {
+            names.Insert(0, c.Command.Name);
+        }
+
+        return string.Join(' ', names);
     }
 }

@@ -23,6 +23,12 @@ namespace DmaBuf.Cli;
 /// </remarks>
 internal static class ShareCommand
 {
+    /// <summary>The most frames one run hands over: each measured loop keeps one latency per frame.</summary>
+    public const int MaxFrames = 1_000_000;
+
+    /// <summary>The largest pool: each buffer is a live descriptor and mapping in both processes.</summary>
+    public const int MaxPool = 256;
+
     private static readonly TimeSpan s_patience = TimeSpan.FromSeconds(120); // hang guard for a stuck peer
 
     private static readonly Dictionary<string, (int Width, int Height)> s_resolutions = new(StringComparer.Ordinal)
@@ -33,24 +39,18 @@ internal static class ShareCommand
 
     public static Command Create(IAnsiConsole console, TextWriter stdout, TextWriter stderr)
     {
-        var frames = new Option<int>("--frames") { Description = "Frames to hand over (and iterations of each baseline).", DefaultValueFactory = _ => 600 };
-        frames.Validators.Add(r =>
+        var frames = new Option<int>("--frames")
         {
-            if (r.GetValueOrDefault<int>() <= 0)
-            {
-                r.AddError("--frames must be a positive number.");
-            }
-        });
-
-        var pool = new Option<int>("--pool") { Description = "Frames in the producer's pool.", DefaultValueFactory = _ => 20 };
-        pool.Validators.Add(r =>
+            Description = $"Frames to hand over (and iterations of each baseline), 1 to {MaxFrames:N0}.",
+            DefaultValueFactory = _ => 600,
+            CustomParser = r => SimulateCommand.ParseCount(r, "--frames", 1, MaxFrames),
+        };
+        var pool = new Option<int>("--pool")
         {
-            int p = r.GetValueOrDefault<int>();
-            if (p is <= 0 or > 256)
-            {
-                r.AddError("--pool must be between 1 and 256.");
-            }
-        });
+            Description = $"Frames in the producer's pool, 1 to {MaxPool}.",
+            DefaultValueFactory = _ => 20,
+            CustomParser = r => SimulateCommand.ParseCount(r, "--pool", 1, MaxPool),
+        };
 
         var resolution = new Option<string>("--resolution") { Description = "Frame size (NV12): 1080p or 4k.", DefaultValueFactory = _ => "1080p" };
         resolution.AcceptOnlyFromAmong([.. s_resolutions.Keys]);
@@ -69,6 +69,8 @@ internal static class ShareCommand
             Description = "The DRM driver whose card allocates frames for --exporter drm-prime.",
             DefaultValueFactory = _ => "vgem",
         };
+        heap.Validators.Add(r => CheckName(r, "--heap", "system", allowComma: true));
+        drmDriver.Validators.Add(r => CheckName(r, "--drm-driver", "vgem", allowComma: false));
         var json = new Option<bool>("--json") { Description = "Print one JSON document instead of a table." };
         var transport = new Option<string>("--transport")
         {
@@ -91,6 +93,20 @@ internal static class ShareCommand
             command.Options.Add(o);
         }
 
+        command.Validators.Add(r =>
+        {
+            // The raw token: an exporter that is not one of the choices has its own error, and no value to read.
+            string chosen = r.GetResult(exporter) is { Implicit: false, Tokens.Count: > 0 } given ? given.Tokens[0].Value : "memfd";
+            if (r.GetResult(heap) is { Implicit: false } && chosen != "dma-heap")
+            {
+                r.AddError($"--heap applies only to --exporter dma-heap (the exporter is {chosen}); add --exporter dma-heap or drop --heap.");
+            }
+
+            if (r.GetResult(drmDriver) is { Implicit: false } && chosen != "drm-prime")
+            {
+                r.AddError($"--drm-driver applies only to --exporter drm-prime (the exporter is {chosen}); add --exporter drm-prime or drop --drm-driver.");
+            }
+        });
         command.SetAction(parse => (int)RunProducer(
             console, stdout, stderr,
             new Settings(parse.GetValue(frames), parse.GetValue(pool), parse.GetValue(resolution)!, parse.GetValue(exporter)!, parse.GetValue(heap)!,
@@ -98,6 +114,22 @@ internal static class ShareCommand
             parse.GetValue(json)));
         command.Subcommands.Add(CreateConsumer(stdout, stderr));
         return command;
+    }
+
+    /// <summary>
+    /// Refuses a heap or driver name that could not name one device: empty, or with characters other than letters,
+    /// digits, '_', '-', '.' (and ',' for heaps, as in "linux,cma"), or '.'/'..'.
+    /// </summary>
+    private static void CheckName(System.CommandLine.Parsing.OptionResult r, string option, string example, bool allowComma)
+    {
+        string value = r.GetValueOrDefault<string>() ?? "";
+        bool ok = value.Length is > 0 and <= 64 && value is not "." and not ".." &&
+            value.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '_' or '-' or '.' || (allowComma && ch == ','));
+        if (!ok)
+        {
+            string kind = allowComma ? "a dma-buf heap name (an entry of /dev/dma_heap)" : "a DRM driver name";
+            r.AddError($"{option} '{value}' is not {kind}: use letters, digits, '_', '-' or '.' (for example '{example}').");
+        }
     }
 
     /// <summary>The hidden consumer side, run by the producer as a second process of the same binary.</summary>

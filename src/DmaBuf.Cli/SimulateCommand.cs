@@ -31,11 +31,20 @@ internal static class SimulateCommand
         return command;
     }
 
-    /// <summary>Refuses a chart path that is not .png or .svg, or whose directory does not exist, before the run.</summary>
+    /// <summary>
+    /// Refuses, before the run, a chart path that is a directory, does not end in .png or .svg, lies in a directory that
+    /// does not exist, or cannot be written (a read-only place, <c>/proc</c>, no permission).
+    /// </summary>
     internal static void ValidateChartPath(System.CommandLine.Parsing.OptionResult r, string? file)
     {
         if (file is null)
         {
+            return;
+        }
+
+        if (Directory.Exists(file))
+        {
+            r.AddError($"--chart '{file}' is a directory; give a file name ending in .png or .svg.");
             return;
         }
 
@@ -45,14 +54,48 @@ internal static class SimulateCommand
             return;
         }
 
-        string? directory = Path.GetDirectoryName(Path.GetFullPath(file));
+        string full = Path.GetFullPath(file);
+        string? directory = Path.GetDirectoryName(full);
         if (directory is not null && !Directory.Exists(directory))
         {
             r.AddError($"--chart '{file}': the directory '{directory}' does not exist.");
+            return;
         }
-        else if (Directory.Exists(file))
+
+        if (CannotWrite(full) is { } reason)
         {
-            r.AddError($"--chart '{file}' is a directory; give a file name ending in .png or .svg.");
+            r.AddError($"--chart '{file}' cannot be written: {reason}.");
+        }
+    }
+
+    /// <summary>Why <paramref name="path"/> cannot be opened for writing, or null; a file created to find out is removed.</summary>
+    internal static string? CannotWrite(string path)
+    {
+        bool existed = File.Exists(path);
+        try
+        {
+            using (new FileStream(path, FileMode.OpenOrCreate, FileAccess.Write, FileShare.ReadWrite))
+            {
+            }
+
+            if (!existed)
+            {
+                File.Delete(path);
+            }
+
+            return null;
+        }
+        catch (UnauthorizedAccessException)
+        {
+            return "permission denied";
+        }
+        catch (IOException e) when (e is FileNotFoundException or DirectoryNotFoundException)
+        {
+            return "the file system there does not allow creating files";
+        }
+        catch (IOException e)
+        {
+            return e.Message.TrimEnd('.');
         }
     }
 
@@ -213,19 +256,20 @@ internal static class SimulateCommand
     internal static int ParseCount(System.CommandLine.Parsing.ArgumentResult r, string name, int min, int max)
     {
         string text = r.Tokens.Count > 0 ? r.Tokens[0].Value : "";
-        if (!int.TryParse(text, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int value))
+        CultureInfo c = CultureInfo.InvariantCulture;
+        if (!System.Numerics.BigInteger.TryParse(text, NumberStyles.AllowLeadingSign, c, out System.Numerics.BigInteger value))
         {
-            r.AddError($"{name} '{text}' is not a whole number.");
+            r.AddError($"{name} '{text}' is not a whole number; give one from {min.ToString(c)} to {max.ToString(c)}.");
             return 0;
         }
 
         if (value < min || value > max)
         {
-            r.AddError($"{name} must be between {min} and {max} (got {value}).");
+            r.AddError($"{name} must be between {min.ToString(c)} and {max.ToString(c)} (got {value.ToString(c)}).");
             return 0;
         }
 
-        return value;
+        return (int)value;
     }
 
     private static string Verdict(bool ok, string text) => ok ? $"[green]{text}[/]" : $"[red]{text}[/]";

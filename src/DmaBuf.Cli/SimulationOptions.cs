@@ -92,6 +92,12 @@ internal sealed class SimulationOptions
         CustomParser = r => ParseBudget(r),
     };
 
+    private readonly Option<long?> _maxMemory = new("--max-memory")
+    {
+        Description = "Refuse a run whose estimated memory is above this size, e.g. 4G (default: half of what the machine has available).",
+        CustomParser = r => ParseSize(r, "--max-memory"),
+    };
+
     private readonly Option<bool> _noSync = new("--no-sync") { Description = "Both --no-fences and --no-cache-sync." };
 
     private readonly Option<bool> _noFences = new("--no-fences")
@@ -119,7 +125,7 @@ internal sealed class SimulationOptions
     public Argument<string?> ScenarioArgument => _scenario;
 
     public IEnumerable<Option> All =>
-        [_scenarioFile, _strategy, _frames, _pool, _consumers, _resolution, _topology, _iommu, _profile, _seed, _budget, _noSync, _noFences, _noCacheSync, _rogue];
+        [_scenarioFile, _strategy, _frames, _pool, _consumers, _resolution, _topology, _iommu, _profile, _seed, _budget, _noSync, _noFences, _noCacheSync, _rogue, _maxMemory];
 
     public string[] Strategies(ParseResult parse) =>
         parse.GetValue(_strategy) is { Length: > 0 } s ? [.. s.Distinct()] : [.. MappingStrategy.Names];
@@ -185,7 +191,33 @@ internal sealed class SimulationOptions
                 $"--consumers must be between 1 and {scenario.Consumers.Count} for {scenario.Name} (its consumers: {string.Join(", ", scenario.Consumers)}); got {options.Consumers}.");
         }
 
+        CheckFits(scenario, options, MemoryLimit(parse));
         return (scenario, options);
+    }
+
+    /// <summary>The memory a run may use: <c>--max-memory</c>, or half of what the machine has available.</summary>
+    public (long Bytes, string Why) MemoryLimit(ParseResult parse)
+    {
+        if (parse.GetValue(_maxMemory) is { } limit)
+        {
+            return (limit, $"the --max-memory limit is {ByteSize.Format(limit)}");
+        }
+
+        long available = HostMemory.AvailableBytes();
+        return (available / 2, $"the limit is half of the {ByteSize.Format(available)} this machine has available; --max-memory raises it");
+    }
+
+    /// <summary>Refuses, before anything is allocated, a run whose estimated memory exceeds the limit.</summary>
+    /// <exception cref="MachineLimitException">The estimate and the limit, and what to lower.</exception>
+    public static void CheckFits(Scenario scenario, ScenarioOptions options, (long Bytes, string Why) limit)
+    {
+        long need = scenario.EstimateHostBytes(options);
+        if (need > limit.Bytes)
+        {
+            throw new MachineLimitException(
+                $"This run needs about {ByteSize.Format(need)} of memory ({options.Pool} buffers of {options.Resolution} {options.Format.ToString().ToUpperInvariant()}); " +
+                $"{limit.Why}. Lower --pool or --resolution.");
+        }
     }
 
     public static IommuMode? ParseMode(string? mode) => mode switch
@@ -224,17 +256,29 @@ internal sealed class SimulationOptions
             options.RogueDevice);
     }
 
-    internal static long? ParseBudget(ArgumentResult r)
+    internal static long? ParseBudget(ArgumentResult r) => ParseSize(r, "--cache-budget");
+
+    internal static long? ParseSize(ArgumentResult r, string option)
     {
-        if (ByteSize.TryParse(r.Tokens[0].Value, out long bytes) && bytes > 0)
+        string text = r.Tokens[0].Value;
+        if (ByteSize.TryParse(text, out long bytes))
         {
-            return bytes;
+            if (bytes > 0)
+            {
+                return bytes;
+            }
+
+            r.AddError($"{option} must be larger than 0 (got '{text}'); give bytes or a number with K, M or G (for example 64M).");
+            return null;
         }
 
-        r.AddError($"--cache-budget '{r.Tokens[0].Value}' is not a size; use bytes or a number with K, M or G (for example 64M).");
+        r.AddError($"{option} '{text}' is not a size; give bytes or a number with K, M or G (for example 64M).");
         return null;
     }
 }
+
+/// <summary>A request that is valid but cannot fit this machine (exit 3); the message gives the estimate and the limit.</summary>
+internal sealed class MachineLimitException(string message) : Exception(message);
 
 /// <summary>A usage error found after parsing (exit 2); the message says what was wrong and the valid choices.</summary>
 internal sealed class UsageException(string message) : ArgumentException(message);

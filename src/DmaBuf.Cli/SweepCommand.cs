@@ -45,6 +45,11 @@ internal static class SweepCommand
             (Scenario scenario, ScenarioOptions baseOptions) = shared.Resolve(parse);
             ParseVary(parse.GetValue(vary)!, out string name, out string[] values);
             ScenarioOptions[] points = [.. values.Select(v => Apply(baseOptions, name, v, scenario))];
+            foreach (ScenarioOptions point in points)
+            {
+                SimulationOptions.CheckFits(scenario, point, shared.MemoryLimit(parse));
+            }
+
             string[] strategies = shared.Strategies(parse);
             bool quiet = parse.GetValue(json);
             var results = new List<SweepPoint>();

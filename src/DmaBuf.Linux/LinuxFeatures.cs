@@ -53,7 +53,34 @@ public sealed class LinuxFeatures
     public IReadOnlyList<KeyValuePair<string, string>> VideoDevices => _videoDevices.Value;
 
     /// <summary>The node of heap <paramref name="heapName"/>.</summary>
-    public string DmaHeapNode(string heapName) => Path.Combine(DeviceRoot, "dma_heap", heapName);
+    public string DmaHeapNode(string heapName)
+    {
+        ValidateNodeName(heapName, "dma-buf heap", "dma_heap", "system");
+        return Path.Combine(DeviceRoot, "dma_heap", heapName);
+    }
+
+    private static void RequireDriverName(string driverName, string kind, string example)
+    {
+        ArgumentNullException.ThrowIfNull(driverName);
+        if (string.IsNullOrWhiteSpace(driverName))
+        {
+            throw new ArgumentException($"A {kind} driver name is required (the name the driver reports, for example '{example}'); got an empty one.");
+        }
+    }
+
+    /// <summary>
+    /// Refuses a name that is not one file directly under <c>/dev/DIRECTORY</c>: empty, <c>.</c> or <c>..</c>, or with a
+    /// slash or a NUL in it, so a name from a user can never reach another file.
+    /// </summary>
+    internal static void ValidateNodeName(string name, string what, string directory, string example)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if (name.Length == 0 || name is "." or ".." || name.Contains('/', StringComparison.Ordinal) || name.Contains('\0', StringComparison.Ordinal))
+        {
+            throw new ArgumentException(
+                $"'{name}' is not a {what} name: it must name one entry of /dev/{directory} (for example '{example}'), without '/'.");
+        }
+    }
 
     /// <summary>The udmabuf node.</summary>
     public string UdmabufNode => Path.Combine(DeviceRoot, "udmabuf");
@@ -115,7 +142,7 @@ public sealed class LinuxFeatures
     /// <exception cref="FeatureNotAvailableException">The heap's node is absent.</exception>
     public void RequireDmaHeap(string heapName)
     {
-        ArgumentException.ThrowIfNullOrEmpty(heapName);
+        ValidateNodeName(heapName, "dma-buf heap", "dma_heap", "system");
         if (!HasDmaHeap(heapName))
         {
             string? option = heapName switch
@@ -147,7 +174,7 @@ public sealed class LinuxFeatures
     /// <exception cref="FeatureNotAvailableException">No card answers with that driver name.</exception>
     public string RequireDrmDriver(string driverName)
     {
-        ArgumentException.ThrowIfNullOrEmpty(driverName);
+        RequireDriverName(driverName, "DRM", "vgem");
         return DrmCardNode(driverName) ?? throw DriverMissing(
             "DRM driver", "DRM cards", driverName, DrmCards, Path.Combine(DeviceRoot, "dri", "card*"),
             ("vgem", "CONFIG_DRM_VGEM"), ("DRM", "CONFIG_DRM"));
@@ -157,7 +184,7 @@ public sealed class LinuxFeatures
     /// <exception cref="FeatureNotAvailableException">No video node answers with that driver name.</exception>
     public string RequireV4l2Driver(string driverName)
     {
-        ArgumentException.ThrowIfNullOrEmpty(driverName);
+        RequireDriverName(driverName, "V4L2", "vivid");
         return V4l2DeviceNodes(driverName).FirstOrDefault() ?? throw DriverMissing(
             "V4L2 driver", "video devices", driverName, VideoDevices, Path.Combine(DeviceRoot, "video*"),
             ("vivid", "CONFIG_VIDEO_VIVID"), ("V4L2", "CONFIG_VIDEO_DEV"));

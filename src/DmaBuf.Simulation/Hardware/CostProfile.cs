@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Reflection;
 using System.Text;
 using System.Text.Json;
@@ -18,27 +19,33 @@ public sealed class CostProfile
 {
     private static readonly string[] s_builtInNames = ["smmuv3-strict", "vtd-lazy"];
 
+    // Upper bounds: a time is at most one second per operation (published figures are below 100 µs; a bigger value is a
+    // typing mistake, and keeps every product of a cost and a page count inside 64 bits); a count is bounded by what
+    // the simulator allocates for it (one IOTLB slot per entry) or by what any IOMMU driver uses.
+    private const long MaxNs = 1_000_000_000;
+    private const long MaxCount = 1 << 20;
+
     private static readonly ParameterInfo[] s_parameters =
     [
-        new("mapCallNs", false, 0),
-        new("pteWriteNs", false, 0),
-        new("unmapCallNs", false, 0),
-        new("pteClearNs", false, 0),
-        new("tlbiCommandNs", false, 0),
-        new("tlbiBatchSize", false, 1),
-        new("cmdSyncNs", false, 0),
-        new("rangeInvalidation", true, 0),
-        new("rangeTlbiNs", false, 0),
-        new("maxTlbiOpsBeforeFullInvalidate", false, 0),
-        new("fullInvalidateNs", false, 0),
-        new("iovaAllocNs", false, 0),
-        new("iovaCachedAllocNs", false, 0),
-        new("iovaFreeNs", false, 0),
-        new("flushQueueEntries", false, 1),
-        new("flushTimeoutNs", false, 0),
-        new("flushNs", false, 0),
-        new("iotlbEntries", false, 1),
-        new("pageWalkNs", false, 0),
+        new("mapCallNs", false, 0, MaxNs),
+        new("pteWriteNs", false, 0, MaxNs),
+        new("unmapCallNs", false, 0, MaxNs),
+        new("pteClearNs", false, 0, MaxNs),
+        new("tlbiCommandNs", false, 0, MaxNs),
+        new("tlbiBatchSize", false, 1, MaxCount),
+        new("cmdSyncNs", false, 0, MaxNs),
+        new("rangeInvalidation", true, 0, 1),
+        new("rangeTlbiNs", false, 0, MaxNs),
+        new("maxTlbiOpsBeforeFullInvalidate", false, 0, MaxCount),
+        new("fullInvalidateNs", false, 0, MaxNs),
+        new("iovaAllocNs", false, 0, MaxNs),
+        new("iovaCachedAllocNs", false, 0, MaxNs),
+        new("iovaFreeNs", false, 0, MaxNs),
+        new("flushQueueEntries", false, 1, MaxCount),
+        new("flushTimeoutNs", false, 0, MaxNs),
+        new("flushNs", false, 0, MaxNs),
+        new("iotlbEntries", false, 1, MaxCount),
+        new("pageWalkNs", false, 0, MaxNs),
     ];
 
     private readonly long[] _values;
@@ -182,6 +189,12 @@ public sealed class CostProfile
             return Parse(ReadResource(nameOrPath), $"built-in profile '{nameOrPath}'");
         }
 
+        if (Directory.Exists(nameOrPath))
+        {
+            throw new CostProfileException(
+                $"Cost profile '{nameOrPath}' is a directory; give a profile .json file or a built-in name: {string.Join(", ", s_builtInNames)}.");
+        }
+
         if (!File.Exists(nameOrPath))
         {
             bool looksLikePath = nameOrPath.Contains('/', StringComparison.Ordinal) ||
@@ -218,7 +231,7 @@ public sealed class CostProfile
         }
         catch (JsonException ex)
         {
-            throw new CostProfileException($"Cost profile {origin} is not valid: {ex.Message}", ex);
+            throw new CostProfileException($"Cost profile {origin} is not valid: {DescribeJsonError(ex)}", ex);
         }
 
         if (doc is null)
@@ -407,6 +420,13 @@ public sealed class CostProfile
             throw new CostProfileException($"Cost profile {origin}: parameter '{info.Name}' has no 'value'.", info.Name);
         }
 
+        if (value.ValueKind == JsonValueKind.Number && !value.TryGetInt64(out _) && value.TryGetDouble(out double big) && big == Math.Floor(big) && big > info.Maximum)
+        {
+            throw new CostProfileException(
+                $"Cost profile {origin}: parameter '{info.Name}' is {value.GetRawText()}; the largest accepted is {info.Maximum.ToString(CultureInfo.InvariantCulture)}.",
+                info.Name);
+        }
+
         if (value.ValueKind != JsonValueKind.Number || !value.TryGetInt64(out long result))
         {
             throw new CostProfileException($"Cost profile {origin}: parameter '{info.Name}' must be a whole number, not {value.GetRawText()}.", info.Name);
@@ -427,6 +447,41 @@ public sealed class CostProfile
         {
             throw new CostProfileException($"Cost profile {origin}: parameter '{info.Name}' must be at least {info.Minimum}, not {value}.", info.Name);
         }
+
+        if (value > info.Maximum)
+        {
+            string unit = info.Name.EndsWith("Ns", StringComparison.Ordinal) ? " ns (one second per operation)" : "";
+            throw new CostProfileException(
+                $"Cost profile {origin}: parameter '{info.Name}' is {value.ToString(CultureInfo.InvariantCulture)}; the largest accepted is {info.Maximum.ToString(CultureInfo.InvariantCulture)}{unit}.",
+                info.Name);
+        }
+    }
+
+    /// <summary>Where and what a JSON error is, in our words: line, column, path and the problem, without the serializer's type names.</summary>
+    internal static string DescribeJsonError(JsonException ex)
+    {
+        CultureInfo c = CultureInfo.InvariantCulture;
+        string where = ex.LineNumber is long line
+            ? $"line {(line + 1).ToString(c)}, column {((ex.BytePositionInLine ?? 0) + 1).ToString(c)}"
+            : "somewhere";
+        string path = string.IsNullOrEmpty(ex.Path) ? "" : $" ({ex.Path})";
+        string message = ex.Message;
+        if (message.Contains("could not be converted to", StringComparison.Ordinal))
+        {
+            string expected = message.Contains("System.String", StringComparison.Ordinal) ? "a string"
+                : message.Contains("System.Collections.Generic.Dictionary", StringComparison.Ordinal) ? "an object"
+                : "a value of another type";
+            return $"at {where}{path} expected {expected}.";
+        }
+
+        int cut = message.IndexOf(" Path:", StringComparison.Ordinal);
+        if (cut < 0)
+        {
+            cut = message.IndexOf(" LineNumber:", StringComparison.Ordinal);
+        }
+
+        string problem = (cut >= 0 ? message[..cut] : message).Trim();
+        return $"at {where}{path}: {problem}";
     }
 
     private static string ReadResource(string name)
@@ -439,5 +494,5 @@ public sealed class CostProfile
         return reader.ReadToEnd();
     }
 
-    private readonly record struct ParameterInfo(string Name, bool IsFlag, long Minimum);
+    private readonly record struct ParameterInfo(string Name, bool IsFlag, long Minimum, long Maximum);
 }

@@ -35,7 +35,7 @@ public sealed class SimClock
     public void Advance(long ns)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(ns);
-        AdvanceTo(NowNs + ns);
+        AdvanceTo(Later(NowNs, ns));
     }
 
     /// <summary>
@@ -45,8 +45,16 @@ public sealed class SimClock
     public void Charge(long ns)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(ns);
-        NowNs += ns;
+        NowNs = Later(NowNs, ns);
     }
+
+    /// <summary><paramref name="timeNs"/> + <paramref name="ns"/>, or an error when simulated time would pass 2^63 ns.</summary>
+    /// <exception cref="OverflowException">The sum does not fit: the run's costs add up to more than about 292 years.</exception>
+    internal static long Later(long timeNs, long ns) =>
+        timeNs > long.MaxValue - ns
+            ? throw new OverflowException(
+                "Simulated time passed 2^63 ns (about 292 years): the cost profile's times or the number of frames are too large for one run.")
+            : timeNs + ns;
 
     /// <summary>Whether a timer is due now and waits for the next <see cref="Advance"/>.</summary>
     public bool HasDueTimers
@@ -123,7 +131,7 @@ public sealed class SimClock
     public SimTimer ScheduleAfter(long delayNs, Action callback)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(delayNs);
-        return Schedule(NowNs + delayNs, callback);
+        return Schedule(Later(NowNs, delayNs), callback);
     }
 
     /// <summary>Runs timers one after another, moving time to each, until none is left; returns how many ran.</summary>

@@ -97,6 +97,33 @@ public sealed class Scenario
 
     internal SocLayout Layout { get; }
 
+    /// <summary>
+    /// An estimate of the host memory, in bytes, one strategy's run of this scenario with <paramref name="options"/>
+    /// needs at its peak: the frames' bytes (each pool buffer is written, so its simulated pages hold real memory), the
+    /// same again for what the garbage collector has not yet returned and the CPU cache's copies, page tables and
+    /// scatter lists per importer, and a fixed base for the runtime and the SoC.
+    /// </summary>
+    /// <remarks>
+    /// Calibrated against the peak resident set of <c>dmabuf simulate playback</c> at pool 64 and 256 (693 MB and
+    /// 1.81 GB; the estimate gives 654 MB and 1.85 GB). A caller compares it with the memory the machine has before it
+    /// starts a run that cannot fit.
+    /// </remarks>
+    public long EstimateHostBytes(ScenarioOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        long frame = options.Resolution.BytesIn(options.Format);
+        if (Churn is { } churn)
+        {
+            frame = Math.Max(frame, churn.Alternate.BytesIn(options.Format));
+        }
+
+        long pages = (frame + PhysicalMemory.PageSize - 1) / PhysicalMemory.PageSize;
+        long importers = Math.Max(1, options.Consumers ?? ConsumerPlans.Count);
+        const long bytesPerMappedPage = 64; // a page-table leaf, its scatter entry and the IOTLB's share
+        const long baseBytes = 256L << 20;
+        return checked(baseBytes + (options.Pool * ((2 * pages * PhysicalMemory.PageSize) + (importers * pages * bytesPerMappedPage))));
+    }
+
     internal IReadOnlyList<ConsumerPlan> ConsumerPlans { get; }
 
     internal ScenarioOptions Defaults { get; }
