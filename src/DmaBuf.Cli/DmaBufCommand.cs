@@ -29,7 +29,13 @@ public static class DmaBufCommand
             console.Profile.Width = 160;
         }
 
-        var root = new RootCommand("dmabuf: the Linux dma-buf sharing model, its mapping strategies measured side by side.");
+        // A plain command named dmabuf rather than a RootCommand, whose name would be the assembly's (DmaBuf.Cli) however
+        // the tool is started.
+        var root = new Command("dmabuf", "dmabuf: the Linux dma-buf sharing model, its mapping strategies measured side by side.")
+        {
+            new System.CommandLine.Help.HelpOption(),
+            new VersionOption(),
+        };
         root.Subcommands.Add(SimulateCommand.Create(console, stdout, stderr));
         root.Subcommands.Add(SweepCommand.Create(console, stdout, stderr));
         root.Subcommands.Add(ShareCommand.Create(console, stdout, stderr));
@@ -44,7 +50,7 @@ public static class DmaBufCommand
                 stderr.WriteLine($"error: {e.Message}");
             }
 
-            string command = parse.CommandResult.Command is RootCommand ? "dmabuf" : "dmabuf " + CommandPath(parse.CommandResult);
+            string command = parse.CommandResult.Command == root ? "dmabuf" : "dmabuf " + CommandPath(parse.CommandResult);
             stderr.WriteLine($"Run '{command} --help' for usage.");
             return (int)ExitCode.Usage;
         }
@@ -99,7 +105,7 @@ public static class DmaBufCommand
     private static string CommandPath(System.CommandLine.Parsing.CommandResult result)
     {
         var names = new List<string>();
-        for (System.CommandLine.Parsing.SymbolResult? r = result; r is System.CommandLine.Parsing.CommandResult c && c.Command is not RootCommand; r = r.Parent)
+        for (System.CommandLine.Parsing.SymbolResult? r = result; r is System.CommandLine.Parsing.CommandResult c && c.Parent is not null; r = r.Parent)
         {
             names.Insert(0, c.Command.Name);
         }

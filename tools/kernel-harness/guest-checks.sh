@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Checks of `dmabuf ls` against a real kernel's dma-bufs, run inside the guest (see run-in-guest.sh):
 #
-#   guest-checks.sh --cli PATH/DmaBuf.Cli.dll --fixture PATH/vgem-export [--tests PATH/Some.Tests.dll]...
+#   guest-checks.sh --cli PATH/DmaBuf.Cli.dll --fixture PATH/vgem-export [--tests PATH/Some.Tests.dll]... [--sample PATH/Sample.dll]...
 #
 # The fixture, a small C program, exports a vgem buffer, names it and holds it while `dmabuf ls` runs. Each --tests
 # assembly runs its tests that carry a Kernel trait (Kernel=vgem, vivid, dma-heap, udmabuf...); each counts as one
-# check. A test this kernel cannot run (it lacks the feature) skips, and is reported on a line of its own,
+# check. Each --sample (a sample program built against the packages) runs once: exit 0 passes, exit 3 (a device
+# this kernel lacks) skips, anything else fails. A test this kernel cannot run (it lacks the feature) skips, and is reported on a line of its own,
 # '@@kernel-test skipped NAME', as every test is with its result ('passed', 'failed'): the host's .ci/kernel-tests
 # runs this in one guest per kernel and fails a test that skipped on every kernel. Ends with one line
 # 'kernel-tests (KERNEL-RELEASE): N passed, N failed, N skipped'; exits 1 when a check failed.
@@ -14,11 +15,13 @@ set -uo pipefail
 cli=""
 fixture=""
 tests=()
+samples=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --cli) cli=$2; shift 2 ;;
     --fixture) fixture=$2; shift 2 ;;
     --tests) tests+=("$2"); shift 2 ;;
+    --sample) samples+=("$2"); shift 2 ;;
     *) echo "usage: guest-checks.sh --cli DmaBuf.Cli.dll --fixture vgem-export [--tests Some.Tests.dll]..." >&2; exit 2 ;;
   esac
 done
@@ -144,6 +147,21 @@ run_assembly() { # run_assembly DLL
   echo "$mark - $name kernel tests: $tpass of $total passed ($tfail failed, $tskip skipped: this kernel lacks their feature)"
 }
 for dll in "${tests[@]}"; do run_assembly "$dll"; done
+
+# 7. Samples built against the packages (samples/): the user's view of the pipeline, end to end on this kernel.
+for dll in "${samples[@]}"; do
+  name=$(basename "$dll" .dll)
+  timeout 300 dotnet "$dll" > "$work/$name.out" 2>&1
+  src=$?
+  sed 's/^/  /' "$work/$name.out" | tail -5
+  if [ "$src" -eq 3 ]; then
+    echo "  sample $name skipped: this kernel lacks its device"; skipped=$((skipped + 1))
+    echo "@@kernel-test skipped sample:$name"
+  else
+    check "sample $name runs against the packages (exit $src)" test "$src" -eq 0
+    echo "@@kernel-test $([ "$src" -eq 0 ] && echo passed || echo failed) sample:$name"
+  fi
+done
 
 rm -rf "$work"
 echo "kernel-tests ($(uname -r)): $passed passed, $failed failed, $skipped skipped"
