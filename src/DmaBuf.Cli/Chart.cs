@@ -8,6 +8,9 @@ internal static class Chart
 {
     /// <summary>Writes the chart to <paramref name="path"/>; the extension (.png or .svg) picks the format.</summary>
     /// <exception cref="ArgumentException">The extension is neither .png nor .svg.</exception>
+    /// <param name="path">A .png or .svg file.</param>
+    /// <param name="title">The run's settings, shown as the chart's title.</param>
+    /// <param name="results">One bar per strategy, in this order.</param>
     public static void Save(string path, string title, IReadOnlyList<StrategyResult> results)
     {
         string ext = Path.GetExtension(path).ToLowerInvariant();
@@ -20,8 +23,12 @@ internal static class Chart
         multiplot.AddPlots(2);
         Plot time = multiplot.GetPlot(0);
         Plot calls = multiplot.GetPlot(1);
-        Fill(time, results, r => r.Simulated.MappingNsPerFrame / 1000.0, $"{title}: mapping time per frame", "µs per frame");
-        Fill(calls, results, r => r.Counters.MapCalls, "map calls (mappings created)", "map calls");
+        StrategyResult? baseline = results.FirstOrDefault(r => r.Strategy == MappingStrategy.Remap);
+        Fill(time, results, r => r.Simulated.MappingNsPerFrame / 1000.0, $"{title}\nsimulated mapping time per frame", "µs per frame (simulated)",
+            r => baseline is null || r == baseline || r.Simulated.MappingNsPerFrame == 0
+                ? ""
+                : $" ({(baseline.Simulated.MappingNsPerFrame / r.Simulated.MappingNsPerFrame).ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)}× less)");
+        Fill(calls, results, r => r.Counters.MapCalls, "map calls (mappings created)", "map calls", _ => "");
 
         const int width = 900, height = 800;
         if (ext == ".png")
@@ -48,21 +55,37 @@ internal static class Chart
         }
     }
 
-    private static void Fill(Plot plot, IReadOnlyList<StrategyResult> results, Func<StrategyResult, double> value, string title, string yLabel)
+    /// <summary>The colour of a strategy's bars, the same in every chart; remap, the baseline, is always red.</summary>
+    internal static Color ColourOf(string strategy) => strategy switch
+    {
+        MappingStrategy.Remap => Colors.IndianRed,
+        "keep-attachment" => Colors.SteelBlue,
+        "meta" => Colors.SeaGreen,
+        "exporter-cache" => Colors.DarkOrange,
+        "domain-share" => Colors.MediumPurple,
+        _ => Colors.Gray,
+    };
+
+    private static void Fill(Plot plot, IReadOnlyList<StrategyResult> results, Func<StrategyResult, double> value, string title, string yLabel, Func<StrategyResult, string> note)
     {
         var ticks = new Tick[results.Count];
         for (int i = 0; i < results.Count; i++)
         {
-            double v = value(results[i]);
-            var bar = new Bar { Position = i, Value = v, FillColor = i == 0 ? Colors.IndianRed : Colors.SteelBlue };
-            bar.Label = v >= 100 || v == Math.Floor(v) ? v.ToString("N0", System.Globalization.CultureInfo.InvariantCulture) : v.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture);
-            plot.Add.Bar(bar);
-            ticks[i] = new Tick(i, results[i].Strategy);
+            StrategyResult r = results[i];
+            double v = value(r);
+            var bar = new Bar { Position = i, Value = v, FillColor = ColourOf(r.Strategy) };
+            bar.Label = (v >= 100 || v == Math.Floor(v) ? v.ToString("N0", System.Globalization.CultureInfo.InvariantCulture) : v.ToString("0.0", System.Globalization.CultureInfo.InvariantCulture)) + note(r);
+            var bars = plot.Add.Bar(bar);
+            bars.ValueLabelStyle.FontSize = 15; // a bar a thirtieth of the tallest is still read by its label
+            bars.ValueLabelStyle.Bold = true;
+            bars.LegendText = r.Strategy == MappingStrategy.Remap ? "remap (baseline)" : r.Strategy;
+            ticks[i] = new Tick(i, r.Strategy);
         }
 
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ticks);
-        plot.Axes.Margins(bottom: 0, top: 0.15);
+        plot.Axes.Margins(bottom: 0, top: 0.2);
         plot.Title(title);
         plot.YLabel(yLabel);
+        plot.ShowLegend(Alignment.UpperRight);
     }
 }

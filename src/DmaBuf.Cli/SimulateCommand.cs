@@ -143,7 +143,8 @@ internal static class SimulateCommand
 
         if (chartPath is not null)
         {
-            Chart.Save(chartPath, scenario.Name, results);
+            Chart.Save(chartPath, $"{scenario.Name}: {settings.Frames:N0} frames, pool {settings.Pool}, {settings.Resolution} {settings.Format.ToUpperInvariant()}, " +
+                $"{settings.Profile} ({settings.Iommu}), topology {settings.Topology}", results);
             if (!json)
             {
                 console.MarkupLine($"chart written to [blue]{Markup.Escape(chartPath)}[/]");
@@ -192,65 +193,222 @@ internal static class SimulateCommand
         return ExitCode.Ok;
     }
 
+    /// <summary>
+    /// The human-readable result, within 80 columns: the settings, one row per strategy with what it cost against remap
+    /// (the baseline, when it ran), the ceiling any per-importer cache can reach, the details, and a verdict line that
+    /// says who wins, by how much, and whether every safety check held.
+    /// </summary>
     private static void WriteTable(IAnsiConsole console, string scenario, SimulationSettings s, List<StrategyResult> results)
     {
         CultureInfo c = CultureInfo.InvariantCulture;
-        var table = new Table().Border(TableBorder.Rounded)
-            .Title($"{scenario}: {s.Frames} frames, pool {s.Pool}, {s.Resolution} {s.Format.ToUpperInvariant()}, profile {s.Profile} ({s.Iommu}), topology {s.Topology}");
-        table.AddColumn("");
+        int width = Math.Min(80, console.Profile.Width);
+        WriteWrapped(console, width, Markup.Escape($"{scenario}: {s.Frames.ToString("N0", c)} frames, pool {s.Pool}, {s.Resolution} {s.Format.ToUpperInvariant()}, " +
+            $"profile {s.Profile} ({s.Iommu}), topology {s.Topology}."));
+        WriteWrapped(console, width, "[grey]Times are simulated by the cost model (docs/cost-model.md), the same on every machine; wall time is this machine's.[/]");
+
+        StrategyResult? baseline = results.FirstOrDefault(r => r.Strategy == MappingStrategy.Remap);
+        var main = new Table().Border(TableBorder.Rounded).Width(Math.Min(80, console.Profile.Width));
+        main.AddColumn("strategy");
+        main.AddColumn(new TableColumn("map time\n/frame").RightAligned());
+        if (baseline is not null)
+        {
+            main.AddColumn(new TableColumn("vs remap").RightAligned());
+        }
+
+        main.AddColumn(new TableColumn("map\ncalls").RightAligned());
+        main.AddColumn(new TableColumn("PTEs\nwritten").RightAligned());
+        main.AddColumn(new TableColumn("IOTLB\ninvals").RightAligned());
+        main.AddColumn(new TableColumn("safety").Centered());
         foreach (StrategyResult r in results)
         {
-            table.AddColumn(new TableColumn(r.Strategy).RightAligned());
+            var cells = new List<string> { Markup.Escape(r.Strategy), FormatNs(r.Simulated.MappingNsPerFrame) };
+            if (baseline is not null)
+            {
+                cells.Add(r == baseline ? "[grey]baseline[/]" : Ratio(baseline, r) is { } x ? x.ToString("0.0", c) + "× less" : "-");
+            }
+
+            cells.Add(r.Counters.MapCalls.ToString("N0", c));
+            cells.Add(r.Counters.PagesMapped.ToString("N0", c));
+            cells.Add(r.Counters.IotlbInvalidations.ToString("N0", c));
+            cells.Add(r.Safety.Ok && r.Safety.FramesVerified == r.Frames ? "[green]held[/]" : "[red]FAILED[/]");
+            main.AddRow([.. cells]);
         }
 
-        double baseline = results.FirstOrDefault(r => r.Strategy == MappingStrategy.Remap)?.Simulated.MappingNsPerFrame
-            ?? results[0].Simulated.MappingNsPerFrame;
+        console.Write(main);
 
-        void Row(string label, Func<StrategyResult, string> cell) =>
-            table.AddRow([label, .. results.Select(cell)]);
-
-        Row("mapping time/frame", r => FormatNs(r.Simulated.MappingNsPerFrame));
-        Row("  vs remap", r => r.Simulated.MappingNsPerFrame == 0 ? "-" : (baseline / r.Simulated.MappingNsPerFrame).ToString("0.0", c) + "x less");
-        Row("mapping time, total", r => FormatNs(r.Simulated.MappingNs));
-        Row("map calls", r => r.Counters.MapCalls.ToString("N0", c));
-        Row("unmap calls", r => r.Counters.UnmapCalls.ToString("N0", c));
-        Row("PTEs written", r => r.Counters.PagesMapped.ToString("N0", c));
-        Row("IOTLB invalidations", r => r.Counters.IotlbInvalidations.ToString("N0", c));
-        Row("IOVA allocations", r => r.Counters.IovaAllocs.ToString("N0", c));
-        if (results.Any(r => r.Counters.ChainsBuilt > 0))
+        var details = new Table().Border(TableBorder.Rounded).Width(Math.Min(80, console.Profile.Width));
+        details.AddColumn("strategy");
+        details.AddColumn(new TableColumn("cache\nhits/misses").RightAligned());
+        details.AddColumn(new TableColumn("IOVA\nallocs").RightAligned());
+        bool chains = results.Any(r => r.Counters.ChainsBuilt > 0);
+        bool evictions = results.Any(r => r.Counters.CacheEvictions > 0);
+        if (chains)
         {
-            Row("chains built", r => r.Counters.ChainsBuilt.ToString("N0", c));
-            Row("chain build time", r => FormatNs(r.Simulated.ChainNs));
+            details.AddColumn(new TableColumn("chains\nbuilt").RightAligned());
         }
 
-        if (results.Any(r => r.Counters.CacheEvictions > 0))
+        if (evictions)
         {
-            Row("cache evictions", r => r.Counters.CacheEvictions.ToString("N0", c));
+            details.AddColumn(new TableColumn("cache\nevictions").RightAligned());
         }
-        Row("cache hits/misses", r => $"{r.Counters.CacheHits.ToString("N0", c)} / {r.Counters.CacheMisses.ToString("N0", c)}");
-        table.AddEmptyRow();
-        Row("frames verified", r => Verdict(r.Safety.FramesVerified == r.Frames, r.Safety.FramesVerified.ToString("N0", c)));
-        Row("DMA faults", r => Verdict(r.Safety.DmaFaults == 0, r.Safety.DmaFaults.ToString(c)));
-        Row("stale reads", r => Verdict(r.Safety.StaleReads == 0, r.Safety.StaleReads.ToString(c)));
-        Row("freed-page accesses", r => Verdict(r.Safety.FreedPageAccesses == 0, r.Safety.FreedPageAccesses.ToString(c)));
-        Row("leaked pages", r => Verdict(r.Safety.LeakedPages == 0, r.Safety.LeakedPages.ToString(c)));
-        if (results.Any(r => r.Safety.StaleCacheEntries > 0) || scenario == Scenarios.Churn)
+
+        details.AddColumn(new TableColumn("frames\nverified").RightAligned());
+        details.AddColumn(new TableColumn("wall\ntime").RightAligned());
+        foreach (StrategyResult r in results)
         {
-            Row("mappings left after free", r => Verdict(r.Safety.StaleCacheEntries == 0, r.Safety.StaleCacheEntries.ToString(c)));
+            var cells = new List<string>
+            {
+                Markup.Escape(r.Strategy),
+                $"{r.Counters.CacheHits.ToString("N0", c)}/{r.Counters.CacheMisses.ToString("N0", c)}",
+                r.Counters.IovaAllocs.ToString("N0", c),
+            };
+            if (chains)
+            {
+                cells.Add(r.Counters.ChainsBuilt.ToString("N0", c));
+            }
+
+            if (evictions)
+            {
+                cells.Add(r.Counters.CacheEvictions.ToString("N0", c));
+            }
+
+            cells.Add(Verdict(r.Safety.FramesVerified == r.Frames, $"{r.Safety.FramesVerified.ToString("N0", c)}"));
+            cells.Add(r.WallSeconds.ToString("0.00 s", c));
+            details.AddRow([.. cells]);
         }
+
+        console.Write(details);
         if (results.Any(r => r.Rogue is not null))
         {
-            table.AddEmptyRow();
-            Row("rogue: accesses after unmap", r => r.Rogue?.Accesses.ToString("N0", c) ?? "-");
-            Row("rogue: blocked by the IOMMU", r => r.Rogue?.Blocked.ToString("N0", c) ?? "-");
-            Row("rogue: reached memory", r => r.Rogue?.Reached.ToString("N0", c) ?? "-");
-            Row("rogue: reached freed pages", r => r.Rogue is null ? "-" : Verdict(r.Rogue.FreedPageAccesses == 0, r.Rogue.FreedPageAccesses.ToString("N0", c)));
-            Row("rogue: freed bytes reachable", r => r.Rogue?.BytesReachableAfterFree.ToString("N0", c) ?? "-");
-            Row("unmap-to-flush window p50/max", r => r.Rogue is null ? "-" : $"{FormatNs(r.Rogue.WindowP50Ns)} / {FormatNs(r.Rogue.WindowMaxNs)}");
+            WriteRogue(console, results);
         }
 
-        Row("wall time", r => r.WallSeconds.ToString("0.00 s", c));
-        console.Write(table);
+        foreach (string line in Explain(scenario, s, results, baseline))
+        {
+            WriteWrapped(console, width, line);
+        }
+    }
+
+    /// <summary>Writes a markup line wrapped at word boundaries to <paramref name="width"/> columns.</summary>
+    internal static void WriteWrapped(IAnsiConsole console, int width, string markup)
+    {
+        foreach (string line in Wrap(markup, width))
+        {
+            console.MarkupLine(line);
+        }
+    }
+
+    /// <summary>
+    /// Splits <paramref name="markup"/> into lines of at most <paramref name="width"/> visible characters; a style tag
+    /// is only ever closed within one word group, so each line stays valid markup.
+    /// </summary>
+    internal static IEnumerable<string> Wrap(string markup, int width)
+    {
+        var line = new System.Text.StringBuilder();
+        int visible = 0;
+        string? open = null; // the style tag a line break must close and reopen
+        foreach (string word in markup.Split(' '))
+        {
+            int length = Markup.Remove(word).Length;
+            if (visible > 0 && visible + 1 + length > width)
+            {
+                yield return open is null ? line.ToString() : line + "[/]";
+                line.Clear();
+                visible = 0;
+                if (open is not null)
+                {
+                    line.Append(open);
+                }
+            }
+
+            if (visible > 0)
+            {
+                line.Append(' ');
+                visible++;
+            }
+
+            line.Append(word);
+            visible += length;
+            foreach (System.Text.RegularExpressions.Match m in System.Text.RegularExpressions.Regex.Matches(word, @"\[(/?)([^\[\]]*)\]"))
+            {
+                if (m.Value.StartsWith("[[", StringComparison.Ordinal))
+                {
+                    continue;
+                }
+
+                open = m.Groups[1].Value == "/" ? null : m.Value;
+            }
+        }
+
+        if (line.Length > 0)
+        {
+            yield return line.ToString();
+        }
+    }
+
+    private static double? Ratio(StrategyResult baseline, StrategyResult r) =>
+        r.Simulated.MappingNsPerFrame > 0 ? baseline.Simulated.MappingNsPerFrame / r.Simulated.MappingNsPerFrame : null;
+
+    private static void WriteRogue(IAnsiConsole console, List<StrategyResult> results)
+    {
+        CultureInfo c = CultureInfo.InvariantCulture;
+        var rogue = new Table().Border(TableBorder.Rounded).Width(Math.Min(80, console.Profile.Width))
+            .Title("the rogue device: accesses to old device addresses after unmap");
+        rogue.AddColumn("strategy");
+        rogue.AddColumn(new TableColumn("accesses").RightAligned());
+        rogue.AddColumn(new TableColumn("blocked").RightAligned());
+        rogue.AddColumn(new TableColumn("freed pages\nreached").RightAligned());
+        rogue.AddColumn(new TableColumn("freed bytes\nreachable").RightAligned());
+        rogue.AddColumn(new TableColumn("window\np50/max").RightAligned());
+        foreach (StrategyResult r in results.Where(r => r.Rogue is not null))
+        {
+            RogueReport g = r.Rogue!;
+            rogue.AddRow(
+                Markup.Escape(r.Strategy), g.Accesses.ToString("N0", c), g.Blocked.ToString("N0", c),
+                Verdict(g.FreedPageAccesses == 0, g.FreedPageAccesses.ToString("N0", c)), g.BytesReachableAfterFree.ToString("N0", c),
+                $"{FormatNs(g.WindowP50Ns)}/{FormatNs(g.WindowMaxNs)}");
+        }
+
+        console.Write(rogue);
+    }
+
+    /// <summary>The lines under the tables: the ceiling, the verdict, and what safety shows.</summary>
+    internal static IEnumerable<string> Explain(string scenario, SimulationSettings s, IReadOnlyList<StrategyResult> results, StrategyResult? baseline)
+    {
+        CultureInfo c = CultureInfo.InvariantCulture;
+        if (baseline is not null && results.Count > 1)
+        {
+            // A cache maps each buffer once per importer instead of once per frame per importer: it cannot save more
+            // than frames ÷ pool, unless importers share one mapping (one IOMMU domain).
+            double ceiling = (double)s.Frames / s.Pool;
+            string churn = scenario == Scenarios.Churn ? " (churn reallocates the pool, so its caches stay below it)" : "";
+            yield return Markup.Escape(
+                $"Ceiling: a cache maps each buffer once per importer instead of every frame, so it saves at most frames ÷ pool = " +
+                $"{s.Frames.ToString("N0", c)} ÷ {s.Pool} = {ceiling.ToString("0.0", c)}×{churn}; only importers that share one mapping " +
+                "(domain-share with its importers in one IOMMU domain, --topology shared) go past it.");
+            StrategyResult best = results.Where(r => r != baseline).MinBy(r => r.Simulated.MappingNsPerFrame)!;
+            StrategyResult[] tied = [.. results.Where(r => r != baseline && r.Simulated.MappingNsPerFrame == best.Simulated.MappingNsPerFrame)];
+            string who = tied.Length > 1 ? string.Join(", ", tied.Select(t => t.Strategy)) + " tie" : best.Strategy + " wins";
+            string by = Ratio(baseline, best) is { } x ? x.ToString("0.0", c) + "×" : "infinitely";
+            yield return $"[bold]Verdict:[/] {Markup.Escape(who)}: {by} less mapping time per frame than remap " +
+                $"({FormatNs(baseline.Simulated.MappingNsPerFrame)} → {FormatNs(best.Simulated.MappingNsPerFrame)}).";
+        }
+        else if (baseline is null)
+        {
+            yield return "[grey]remap did not run, so nothing is compared with it: add --strategy remap for the baseline.[/]";
+        }
+
+        List<StrategyResult> failed = [.. results.Where(r => !r.Safety.Ok || r.Safety.FramesVerified != r.Frames)];
+        if (failed.Count == 0)
+        {
+            long frames = results[0].Safety.FramesVerified;
+            yield return $"[green]Safety held[/] for every strategy: {frames.ToString("N0", c)} frames verified byte for byte each; " +
+                "0 DMA faults, 0 stale reads, 0 freed-page accesses, 0 leaked pages.";
+        }
+        else
+        {
+            yield return $"[red]Safety FAILED[/] for {Markup.Escape(string.Join(", ", failed.Select(f => f.Strategy)))} (details below).";
+        }
     }
 
     internal static int ParseCount(System.CommandLine.Parsing.ArgumentResult r, string name, int min, int max)

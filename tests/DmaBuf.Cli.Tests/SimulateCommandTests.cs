@@ -92,7 +92,60 @@ public sealed class SimulateCommandTests
             Assert.Contains(strategy, output);
         }
 
-        Assert.Contains("mapping time/frame", output);
+        Assert.Contains("map time", output);
+        Assert.All(output.Split('\n'), line => Assert.True(line.TrimEnd().Length <= 80, $"wider than 80 columns: '{line}'"));
+    }
+
+    [Fact]
+    public void Table_TellsTheStory_BaselineCeilingVerdictAndSafety()
+    {
+        (int code, string output, _) = Run("simulate", "playback", "--frames", "120", "--pool", "20", "--topology", "shared");
+
+        Assert.Equal(0, code);
+        string text = string.Join(' ', output.Split('\n', StringSplitOptions.TrimEntries)); // the lines are wrapped at 80
+        Assert.Contains("baseline", text, StringComparison.Ordinal);
+        Assert.Contains("6.0× less", text, StringComparison.Ordinal); // keep-attachment: 120 ÷ 20
+        Assert.Contains("frames ÷ pool = 120 ÷ 20 = 6.0×", text, StringComparison.Ordinal);
+        Assert.Contains("Verdict: domain-share wins: 18.0× less mapping time per frame than remap", text, StringComparison.Ordinal);
+        Assert.Contains("Safety held for every strategy: 120 frames verified", text, StringComparison.Ordinal);
+        Assert.Contains("Times are simulated", text, StringComparison.Ordinal);
+        Assert.DoesNotContain("1.0× less", text, StringComparison.Ordinal); // remap is not compared with itself
+    }
+
+    [Fact]
+    public void Table_OneStrategy_ComparesWithNothing_AndAFailedCheckSaysSo()
+    {
+        (int code, string output, _) = Run("simulate", "playback", "--frames", "24", "--strategy", "keep-attachment", "--no-fences");
+
+        Assert.Equal(1, code);
+        string text = string.Join(' ', output.Split('\n', StringSplitOptions.TrimEntries));
+        Assert.DoesNotContain("vs remap", text, StringComparison.Ordinal);
+        Assert.Contains("remap did not run", text, StringComparison.Ordinal);
+        Assert.Contains("Safety FAILED for keep-attachment", text, StringComparison.Ordinal);
+        Assert.Contains("FAILED", text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Strategy_TakesSeveralValuesAfterOneOption()
+    {
+        (int code, string output, _) = Run("simulate", "playback", "--frames", "8", "--pool", "4", "--strategy", "remap", "meta", "--json");
+
+        Assert.Equal(0, code);
+        using JsonDocument doc = JsonDocument.Parse(output);
+        Assert.Equal(["remap", "meta"], doc.RootElement.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("strategy").GetString()));
+    }
+
+    [Theory]
+    [InlineData("I ran [bold]the[/] tests today and they passed", 12)]
+    [InlineData("[green]Safety held[/] for every strategy: 600 frames verified", 20)]
+    [InlineData("word", 2)]
+    public void Wrap_KeepsLinesWithinTheWidth_AndMarkupValid(string markup, int width)
+    {
+        string[] lines = [.. SimulateCommand.Wrap(markup, width)];
+
+        Assert.All(lines, l => Assert.True(Spectre.Console.Markup.Remove(l).Length <= Math.Max(width, 4), l));
+        Assert.All(lines, l => _ = new Spectre.Console.Markup(l)); // parses: every opened style is closed on its line
+        Assert.Equal(Spectre.Console.Markup.Remove(markup), string.Join(' ', lines.Select(Spectre.Console.Markup.Remove)));
     }
 
     [Theory]
