@@ -3,7 +3,6 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Net.Sockets;
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using DmaBuf.Linux;
 using Spectre.Console;
@@ -241,7 +240,7 @@ internal static class ShareCommand
         copyListener.Bind(new UnixDomainSocketEndPoint("\0" + name + "-copy"));
         copyListener.Listen(1);
 
-        using Process consumer = StartConsumer(name, frameSize, s.Pool, s.Wait);
+        using Process consumer = ShareConsumer.Start(name, frameSize, s.Pool, s.Wait);
         Task<string> output = consumer.StandardOutput.ReadToEndAsync();
         Task<string> errors = consumer.StandardError.ReadToEndAsync();
         var m = new Measurement { ConsumerProcessId = consumer.Id };
@@ -265,7 +264,7 @@ internal static class ShareCommand
             m.SharedMemory = SharedMemoryFloor.Measure(channel, Math.Max(s.Frames, 1000), s_patience);
             channel.ForgetAll(); // the consumer lets go of the cached imports, so every remap below starts from nothing
             m.Remap = Handoffs.Measure(channel, pool, s.Frames, firstFrame: s.Frames, transient: true, s_patience).Steady;
-            m.Copy = MeasureCopies(copy, pool, s.Frames, firstFrame: 2L * s.Frames);
+            m.Copy = Copies.Measure(copy, pool, s.Frames, firstFrame: 2L * s.Frames);
             if (s.Wait is RingWait wait)
             {
                 m.Ring = RingHandoff.Measure(name, pool, consumer.Id, wait, s.Frames, firstFrame: 3L * s.Frames, s_patience);
@@ -353,39 +352,6 @@ internal static class ShareCommand
     }
 
     /// <summary>The copy baseline: the frame's bytes through a Unix stream socket, timed until the consumer has them all.</summary>
-    private static double[] MeasureCopies(Socket copy, BufferPool pool, int count, long firstFrame)
-    {
-        double[] times = new double[count];
-        byte[] header = new byte[16];
-        byte[] reply = new byte[16];
-        for (int k = 0; k < count; k++)
-        {
-#pragma warning disable CA2000 // borrowed from the pool, which owns and disposes it
-            if (!pool.TryRent(out DmaBufHandle? frame))
-#pragma warning restore CA2000
-            {
-                throw new InvalidOperationException("The pool is empty after the consumer released every frame.");
-            }
-
-            ulong checksum = Handoffs.Fill(frame, firstFrame + k);
-            using (CpuMapping map = frame.MapCpu())
-            {
-                BinaryPrimitives.WriteInt64LittleEndian(header, map.Length);
-                BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(8), checksum);
-                long t0 = Stopwatch.GetTimestamp();
-                SendAll(copy, header);
-                SendAll(copy, map.Span);
-                ReceiveExactly(copy, reply); // the consumer has the whole frame
-                times[k] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
-                ReceiveExactly(copy, reply); // and has verified it
-            }
-
-            pool.Return(frame.BufferId);
-        }
-
-        return times;
-    }
-
     private static ExitCode RunConsumer(string socketName, long frameSize, int poolSize, RingWait? ringWait, TextWriter stdout, TextWriter stderr)
     {
         try
@@ -496,7 +462,7 @@ internal static class ShareCommand
         byte[] header = new byte[16];
         byte[] frame = new byte[frameSize];
         byte[] reply = new byte[16];
-        while (ReceiveExactly(copy, header, endOk: true))
+        while (Copies.ReceiveExactly(copy, header, endOk: true))
         {
             long size = BinaryPrimitives.ReadInt64LittleEndian(header);
             ulong checksum = BinaryPrimitives.ReadUInt64LittleEndian(header.AsSpan(8));
@@ -506,48 +472,11 @@ internal static class ShareCommand
                 return;
             }
 
-            ReceiveExactly(copy, frame);
-            SendAll(copy, reply);
+            Copies.ReceiveExactly(copy, frame);
+            Copies.SendAll(copy, reply);
             tally.Count(ShareFramePattern.Checksum(frame) == checksum, ref tally.CopyVerified);
-            SendAll(copy, reply);
+            Copies.SendAll(copy, reply);
         }
-    }
-
-    private static Process StartConsumer(string socketName, long frameSize, int pool, RingWait? ringWait)
-    {
-        var info = new ProcessStartInfo { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        string? self = Environment.ProcessPath;
-        string selfName = Path.GetFileName(self) ?? ""; // not ...WithoutExtension: "DmaBuf.Cli.Tests" would become "DmaBuf.Cli"
-        if (self is not null && selfName is "dmabuf" or "DmaBuf.Cli")
-        {
-            info.FileName = self;
-        }
-        else
-        {
-            // Run as 'dotnet DmaBuf.Cli.dll' (or hosted by another program, e.g. the tests): start the same assembly.
-            info.FileName = selfName == "dotnet" ? self! : DotnetHost();
-            info.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "DmaBuf.Cli.dll"));
-        }
-
-        foreach (string a in new[] { "share", "consumer", "--socket", socketName, "--frame-size", frameSize.ToString(CultureInfo.InvariantCulture), "--pool", pool.ToString(CultureInfo.InvariantCulture) })
-        {
-            info.ArgumentList.Add(a);
-        }
-
-        if (ringWait is RingWait w)
-        {
-            info.ArgumentList.Add("--ring-wait");
-            info.ArgumentList.Add(w.ToString().ToLowerInvariant());
-        }
-
-        return Process.Start(info) ?? throw new InvalidOperationException($"Could not start the consumer ({info.FileName}).");
-    }
-
-    /// <summary>The dotnet host that runs this runtime: …/dotnet next to shared/Microsoft.NETCore.App/&lt;version&gt;.</summary>
-    private static string DotnetHost()
-    {
-        string candidate = Path.GetFullPath(Path.Combine(RuntimeEnvironment.GetRuntimeDirectory(), "..", "..", "..", "dotnet"));
-        return File.Exists(candidate) ? candidate : "dotnet";
     }
 
     /// <summary>
@@ -580,31 +509,6 @@ internal static class ShareCommand
         }
 
         return n;
-    }
-
-    private static void SendAll(Socket socket, ReadOnlySpan<byte> data)
-    {
-        while (!data.IsEmpty)
-        {
-            data = data[socket.Send(data)..];
-        }
-    }
-
-    private static bool ReceiveExactly(Socket socket, Span<byte> data, bool endOk = false)
-    {
-        int done = 0;
-        while (done < data.Length)
-        {
-            int n = socket.Receive(data[done..]);
-            if (n == 0)
-            {
-                return done == 0 && endOk ? false : throw new IOException("The copy connection ended in the middle of a frame.");
-            }
-
-            done += n;
-        }
-
-        return true;
     }
 
     private static ShareReport Report(Settings s, string exporter, long frameSize, Measurement m, int producerLeaked)

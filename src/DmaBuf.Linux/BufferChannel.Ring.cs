@@ -299,7 +299,7 @@ public sealed partial class BufferChannel
                         PumpSocket(Deadline.Now);
                         break;
                     case Input.TimedOut:
-                        throw new TimeoutException($"Nothing arrived from pid {Peer.ProcessId} in time.");
+                        return s_timedOut;
                 }
             }
         }
@@ -312,6 +312,11 @@ public sealed partial class BufferChannel
     /// <summary>Waits for a ring entry or a socket record: spinning, sleeping, or spinning then sleeping.</summary>
     private Input WaitForInput(ChannelRing ring, Deadline deadline)
     {
+        if (deadline.HasPassed)
+        {
+            return SocketReadableNow() ? Input.Socket : Input.TimedOut; // a look, no wait (ReceiveAsync's first try)
+        }
+
         if (_wait != RingWait.Block)
         {
             long start = Stopwatch.GetTimestamp();

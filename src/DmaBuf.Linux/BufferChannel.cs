@@ -30,6 +30,7 @@ namespace DmaBuf.Linux;
 public sealed partial class BufferChannel : IDisposable
 {
     private static readonly PongMessage s_pong = new();
+    private static readonly TimedOutMessage s_timedOut = new();
     private static readonly Func<DmaBufHandle, DmaBufHandle> s_duplicate = h => h.Duplicate();
 
     private readonly ChannelSocket _socket;
@@ -37,7 +38,9 @@ public sealed partial class BufferChannel : IDisposable
     private readonly ImportCache _imports;
     private readonly BufferPool? _pool;
     private readonly TimeSpan _sendTimeout;
-    private readonly object _receiveLock = new();
+#pragma warning disable CA2213 // never disposed: it has no wait handle (AvailableWaitHandle is not used), and a receiver may release it after close
+    private readonly SemaphoreSlim _receiveGate = new(1, 1); // one receiver at a time; async receivers hold it across awaits
+#pragma warning restore CA2213
     private readonly Queue<ChannelMessage> _pending = new(); // under its own lock: close drains it from any thread
     private bool _pendingClosed; // under _pending: close drained the queue; nothing may be queued after it
     private int _disposed;
@@ -329,6 +332,11 @@ public sealed partial class BufferChannel : IDisposable
                     return;
                 }
 
+                if (ReferenceEquals(m, s_timedOut))
+                {
+                    throw new TimeoutException($"No pong came from pid {Peer.ProcessId} in time.");
+                }
+
                 if (m is null)
                 {
                     throw new ChannelProtocolException(ChannelErrorReason.PeerClosed, "The peer said goodbye before answering the ping.");
@@ -354,7 +362,7 @@ public sealed partial class BufferChannel : IDisposable
         }
         finally
         {
-            Monitor.Exit(_receiveLock);
+            _receiveGate.Release();
         }
     }
 
@@ -375,27 +383,34 @@ public sealed partial class BufferChannel : IDisposable
         EnterReceive(deadline);
         try
         {
-            lock (_pending)
-            {
-                AssertPendingLocked();
-                if (_pending.TryDequeue(out ChannelMessage? queued))
-                {
-                    return queued;
-                }
-            }
-
-            while (true)
-            {
-                ChannelMessage? m = ReceiveOne(deadline);
-                if (!ReferenceEquals(m, s_pong))
-                {
-                    return m;
-                }
-            }
+            ChannelMessage? m = ReceiveLocked(deadline);
+            return ReferenceEquals(m, s_timedOut) ? throw new TimeoutException($"Nothing arrived from pid {Peer.ProcessId} in time.") : m;
         }
         finally
         {
-            Monitor.Exit(_receiveLock);
+            _receiveGate.Release();
+        }
+    }
+
+    /// <summary>The next message for the caller (a queued one first), <see cref="s_timedOut"/>, or null at the end; inside the receive gate.</summary>
+    private ChannelMessage? ReceiveLocked(Deadline deadline)
+    {
+        lock (_pending)
+        {
+            AssertPendingLocked();
+            if (_pending.TryDequeue(out ChannelMessage? queued))
+            {
+                return queued;
+            }
+        }
+
+        while (true)
+        {
+            ChannelMessage? m = ReceiveOne(deadline);
+            if (!ReferenceEquals(m, s_pong))
+            {
+                return m;
+            }
         }
     }
 
@@ -473,12 +488,9 @@ public sealed partial class BufferChannel : IDisposable
 
     private void EnterReceive(Deadline deadline)
     {
-        while (!Monitor.TryEnter(_receiveLock, deadline.RemainingMilliseconds))
+        if (!_receiveGate.Wait(deadline.RemainingMilliseconds))
         {
-            if (deadline.HasPassed)
-            {
-                throw new TimeoutException($"Another thread was receiving from pid {Peer.ProcessId} for the whole timeout.");
-            }
+            throw new TimeoutException($"Another thread was receiving from pid {Peer.ProcessId} for the whole timeout.");
         }
     }
 
@@ -564,7 +576,10 @@ public sealed partial class BufferChannel : IDisposable
         return e;
     }
 
-    /// <summary>Receives and handles one record. Returns a message for the caller, <see cref="s_pong"/>, or null at the end.</summary>
+    /// <summary>
+    /// Receives and handles one record. Returns a message for the caller, <see cref="s_pong"/>, <see cref="s_timedOut"/>
+    /// when nothing came by <paramref name="deadline"/>, or null at the end.
+    /// </summary>
     private ChannelMessage? ReceiveOne(Deadline deadline)
     {
         if (_ring is not null)
@@ -601,7 +616,7 @@ public sealed partial class BufferChannel : IDisposable
                 switch (status)
                 {
                     case ReceiveStatus.TimedOut:
-                        throw new TimeoutException($"Nothing arrived from pid {Peer.ProcessId} in time.");
+                        return s_timedOut;
                     case ReceiveStatus.EndOfStream:
                         if (IsClosed)
                         {
@@ -768,6 +783,7 @@ public sealed partial class BufferChannel : IDisposable
 
         _socket.Shutdown();
         _socket.Dispose();
+        CloseAsync();
         CloseRing();
         foreach (DmaBufHandle h in closed.Drop)
         {
@@ -804,10 +820,13 @@ public sealed partial class BufferChannel : IDisposable
         System.Diagnostics.Debug.Assert(!_pendingClosed || _pending.Count == 0, "a message queued after close drained the queue");
         foreach (ChannelMessage m in _pending)
         {
-            System.Diagnostics.Debug.Assert(m is not PongMessage, "a pong was queued for the application");
+            System.Diagnostics.Debug.Assert(m is not PongMessage and not TimedOutMessage, "a pong or a time-out was queued for the application");
         }
     }
 
     /// <summary>Marks a pong inside the receive loop; never returned to callers.</summary>
     private sealed class PongMessage : ChannelMessage;
+
+    /// <summary>Marks "nothing arrived in time" inside the receive loop; never returned to callers.</summary>
+    private sealed class TimedOutMessage : ChannelMessage;
 }
