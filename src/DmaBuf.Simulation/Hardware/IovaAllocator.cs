@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics;
 
 namespace DmaBuf.Simulation;
@@ -8,6 +9,13 @@ namespace DmaBuf.Simulation;
 //   that power of two, and served from a per-size cache before the tree;
 // - the cache is a pair of magazines (loaded, previous) of 127 ranges per size plus a depot of full magazines, as the
 //   per-CPU rcache (one CPU: the simulation is single-threaded). Cached ranges stay allocated in the tree, as in Linux.
+// The ranges live in a treap keyed by start, each node summarising its subtree (lowest start, highest end, widest gap
+// between two of its ranges). Insert and remove are O(log n) expected. Allocation walks the gaps from the top down as
+// Linux's rbtree walk does, but skips every subtree whose widest gap is narrower than the request, and any gap at least
+// size + align - 1 pages wide always holds an aligned slot: so it costs O(log n) plus O(log n) for each gap above the
+// winner that is wide enough but whose aligned slot falls short (at most align - 1 pages too narrow). Only requests
+// above 32 pages, aligned to more than their size, can meet such gaps; the worst case, every gap in the tree such a
+// near miss, is linear, as the old sorted-array walk always was.
 // Not thread-safe: the owning domain holds its lock.
 internal sealed class IovaAllocator
 {
@@ -20,10 +28,15 @@ internal sealed class IovaAllocator
     private readonly ulong _limitPfn;
     private readonly SizeCache[] _caches = new SizeCache[CachedOrders];
 
-    // Allocated ranges (cached ones included), sorted by start: [lo, hi] inclusive.
-    private ulong[] _lo = new ulong[16];
-    private ulong[] _hi = new ulong[16];
+    // Allocated ranges (cached ones included), [lo, hi] inclusive, in a treap keyed by lo whose nodes live in one array
+    // (index 0 is the empty tree; removed nodes go on a free list linked through Left, so steady state allocates nothing).
+    private const int Nil = 0;
+    private Node[] _nodes = new Node[16];
+    private int _root = Nil;
+    private int _freeList = Nil;
+    private int _used = 1;
     private int _count;
+    private uint _seed = 0x9E3779B9;
 
     /// <summary>Creates an allocator of page frame numbers in [<paramref name="startPfn"/>, <paramref name="limitPfn"/>).</summary>
     public IovaAllocator(ulong startPfn, ulong limitPfn)
@@ -88,8 +101,8 @@ internal sealed class IovaAllocator
     public void Free(ulong pfn, ulong pages)
     {
         ulong size = AllocatedSize(pages);
-        int index = Find(pfn);
-        if (index < 0 || _hi[index] != pfn + size - 1)
+        int node = Find(pfn);
+        if (node == Nil || _nodes[node].Hi != pfn + size - 1)
         {
             throw new InvalidOperationException($"IOVA pfn 0x{pfn:x} ({pages} pages) is not an allocated range.");
         }
@@ -105,37 +118,79 @@ internal sealed class IovaAllocator
             // The depot is full: the loaded magazine's ranges go back to the tree (iova_magazine_free_pfns).
             for (int i = 0; i < overflowCount; i++)
             {
-                RemoveAt(Find(overflow![i]));
+                Remove(overflow![i]);
             }
 
             cache.PutAfterOverflow(pfn);
             return;
         }
 
-        RemoveAt(index);
+        Remove(pfn);
     }
 
     private bool TryAllocateFromTree(ulong size, ulong align, out ulong pfn)
     {
-        // Walk the gaps from the top down and take the highest aligned slot that fits.
-        ulong high = _limitPfn; // exclusive end of the gap
-        for (int i = _count - 1; i >= -1; i--)
+        // The gaps in descending address order: above the highest range, between ranges (in the tree), below the
+        // lowest range. The first one whose highest aligned slot fits wins, as a top-down walk would find it.
+        bool found;
+        if (_root == Nil)
         {
-            ulong low = i >= 0 ? _hi[i] + 1 : _startPfn;
-            if (high >= size)
-            {
-                ulong candidate = (high - size) & ~(align - 1);
-                if (candidate >= low)
-                {
-                    Insert(i + 1, candidate, candidate + size - 1);
-                    pfn = candidate;
-                    return true;
-                }
-            }
+            found = TryPlace(_startPfn, _limitPfn, size, align, out pfn);
+        }
+        else
+        {
+            ref Node root = ref _nodes[_root];
+            found = TryPlace(root.MaxHi + 1, _limitPfn, size, align, out pfn)
+                || (root.MaxGap >= size && TrySearch(_root, size, align, out pfn))
+                || TryPlace(_startPfn, root.MinLo, size, align, out pfn);
+        }
 
-            if (i >= 0)
+        if (found)
+        {
+            Insert(pfn, pfn + size - 1);
+            return true;
+        }
+
+        pfn = 0;
+        return false;
+    }
+
+    // The highest slot of the gap [low, high) aligned to align that holds size pages.
+    private static bool TryPlace(ulong low, ulong high, ulong size, ulong align, out ulong pfn)
+    {
+        if (high >= size)
+        {
+            pfn = (high - size) & ~(align - 1);
+            if (pfn >= low)
             {
-                high = _lo[i];
+                return true;
+            }
+        }
+
+        pfn = 0;
+        return false;
+    }
+
+    // The gaps inside subtree t, highest first, skipping subtrees whose widest gap is narrower than size. A gap at least
+    // size + align - 1 wide always fits, so the walk stops at the first such gap; narrower ones are checked exactly.
+    private bool TrySearch(int t, ulong size, ulong align, out ulong pfn)
+    {
+        ref Node n = ref _nodes[t];
+        if (n.Right != Nil)
+        {
+            ref Node r = ref _nodes[n.Right];
+            if ((r.MaxGap >= size && TrySearch(n.Right, size, align, out pfn)) || TryPlace(n.Hi + 1, r.MinLo, size, align, out pfn))
+            {
+                return true;
+            }
+        }
+
+        if (n.Left != Nil)
+        {
+            ref Node l = ref _nodes[n.Left];
+            if (TryPlace(l.MaxHi + 1, n.Lo, size, align, out pfn) || (l.MaxGap >= size && TrySearch(n.Left, size, align, out pfn)))
+            {
+                return true;
             }
         }
 
@@ -145,30 +200,218 @@ internal sealed class IovaAllocator
 
     private int Find(ulong lo)
     {
-        int index = Array.BinarySearch(_lo, 0, _count, lo);
-        return index >= 0 ? index : -1;
-    }
-
-    private void Insert(int index, ulong lo, ulong hi)
-    {
-        if (_count == _lo.Length)
+        int t = _root;
+        while (t != Nil)
         {
-            Array.Resize(ref _lo, _count * 2);
-            Array.Resize(ref _hi, _count * 2);
+            ref Node n = ref _nodes[t];
+            if (lo == n.Lo)
+            {
+                return t;
+            }
+
+            t = lo < n.Lo ? n.Left : n.Right;
         }
 
-        Array.Copy(_lo, index, _lo, index + 1, _count - index);
-        Array.Copy(_hi, index, _hi, index + 1, _count - index);
-        _lo[index] = lo;
-        _hi[index] = hi;
-        _count++;
+        return Nil;
     }
 
-    private void RemoveAt(int index)
+    private void Insert(ulong lo, ulong hi)
     {
+        int n = NewNode(lo, hi);
+        Split(_root, lo, out int below, out int above);
+        _root = Merge(Merge(below, n), above);
+        _count++;
+        AssertInvariants();
+    }
+
+    private void Remove(ulong lo)
+    {
+        _root = Remove(_root, lo);
         _count--;
-        Array.Copy(_lo, index + 1, _lo, index, _count - index);
-        Array.Copy(_hi, index + 1, _hi, index, _count - index);
+        AssertInvariants();
+    }
+
+    private int Remove(int t, ulong lo)
+    {
+        ref Node n = ref _nodes[t];
+        if (lo == n.Lo)
+        {
+            int merged = Merge(n.Left, n.Right);
+            n.Left = _freeList;
+            _freeList = t;
+            return merged;
+        }
+
+        if (lo < n.Lo)
+        {
+            n.Left = Remove(n.Left, lo);
+        }
+        else
+        {
+            n.Right = Remove(n.Right, lo);
+        }
+
+        Update(t);
+        return t;
+    }
+
+    // Splits t into the ranges starting below lo and the rest.
+    private void Split(int t, ulong lo, out int below, out int above)
+    {
+        if (t == Nil)
+        {
+            below = above = Nil;
+            return;
+        }
+
+        ref Node n = ref _nodes[t];
+        if (n.Lo < lo)
+        {
+            Split(n.Right, lo, out int right, out above);
+            n.Right = right;
+            below = t;
+        }
+        else
+        {
+            Split(n.Left, lo, out below, out int left);
+            n.Left = left;
+            above = t;
+        }
+
+        Update(t);
+    }
+
+    // Joins two treaps where every range of a lies below every range of b.
+    private int Merge(int a, int b)
+    {
+        if (a == Nil)
+        {
+            return b;
+        }
+
+        if (b == Nil)
+        {
+            return a;
+        }
+
+        if (_nodes[a].Priority > _nodes[b].Priority)
+        {
+            _nodes[a].Right = Merge(_nodes[a].Right, b);
+            Update(a);
+            return a;
+        }
+
+        _nodes[b].Left = Merge(a, _nodes[b].Left);
+        Update(b);
+        return b;
+    }
+
+    // Recomputes t's subtree summary from its children.
+    private void Update(int t)
+    {
+        ref Node n = ref _nodes[t];
+        ulong gap = 0;
+        if (n.Left != Nil)
+        {
+            ref Node l = ref _nodes[n.Left];
+            n.MinLo = l.MinLo;
+            gap = Math.Max(l.MaxGap, n.Lo - l.MaxHi - 1);
+        }
+        else
+        {
+            n.MinLo = n.Lo;
+        }
+
+        if (n.Right != Nil)
+        {
+            ref Node r = ref _nodes[n.Right];
+            n.MaxHi = r.MaxHi;
+            gap = Math.Max(gap, Math.Max(r.MaxGap, r.MinLo - n.Hi - 1));
+        }
+        else
+        {
+            n.MaxHi = n.Hi;
+        }
+
+        n.MaxGap = gap;
+    }
+
+    private int NewNode(ulong lo, ulong hi)
+    {
+        int t = _freeList;
+        if (t != Nil)
+        {
+            _freeList = _nodes[t].Left;
+        }
+        else
+        {
+            if (_used == _nodes.Length)
+            {
+                Array.Resize(ref _nodes, _nodes.Length * 2);
+            }
+
+            t = _used++;
+        }
+
+        // xorshift32: priorities only shape the tree, never the result.
+        _seed ^= _seed << 13;
+        _seed ^= _seed >> 17;
+        _seed ^= _seed << 5;
+        _nodes[t] = new Node { Lo = lo, Hi = hi, MinLo = lo, MaxHi = hi, Priority = _seed };
+        return t;
+    }
+
+    [Conditional("DEBUG")]
+    private void AssertInvariants()
+    {
+        // Checking the whole tree on every change would make debug builds quadratic; small trees are checked in full.
+        if (_count <= 64)
+        {
+            Debug.Assert(Check(_root, out _) == _count);
+        }
+    }
+
+    private int Check(int t, out ulong maxGap)
+    {
+        maxGap = 0;
+        if (t == Nil)
+        {
+            return 0;
+        }
+
+        ref Node n = ref _nodes[t];
+        int count = 1 + Check(n.Left, out ulong leftGap) + Check(n.Right, out ulong rightGap);
+        Debug.Assert(n.Lo <= n.Hi && n.Lo >= _startPfn && n.Hi < _limitPfn);
+        Debug.Assert(n.Left == Nil || (_nodes[n.Left].MaxHi < n.Lo && _nodes[n.Left].Priority <= n.Priority));
+        Debug.Assert(n.Right == Nil || (_nodes[n.Right].MinLo > n.Hi && _nodes[n.Right].Priority <= n.Priority));
+        ulong gap = Math.Max(leftGap, rightGap);
+        if (n.Left != Nil)
+        {
+            gap = Math.Max(gap, n.Lo - _nodes[n.Left].MaxHi - 1);
+        }
+
+        if (n.Right != Nil)
+        {
+            gap = Math.Max(gap, _nodes[n.Right].MinLo - n.Hi - 1);
+        }
+
+        Debug.Assert(gap == n.MaxGap);
+        maxGap = gap;
+        return count;
+    }
+
+    // One allocated range [Lo, Hi] and the summary of its subtree: the lowest start, the highest end and the widest gap
+    // between two ranges inside it (the gaps at its edges belong to the parent).
+    private struct Node
+    {
+        public ulong Lo;
+        public ulong Hi;
+        public ulong MinLo;
+        public ulong MaxHi;
+        public ulong MaxGap;
+        public int Left;
+        public int Right;
+        public uint Priority;
     }
 
     private sealed class Magazine

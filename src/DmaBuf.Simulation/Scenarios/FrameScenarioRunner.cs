@@ -37,8 +37,10 @@ internal static class FrameScenarioRunner
             },
             layout);
 
-        // Host memory: the SoC's memory is allocated up front; what grows after it is what the run keeps per buffer.
-        long heapAfterSoc = GC.GetTotalMemory(forceFullCollection: false);
+        // Host memory: the SoC's memory is allocated up front; what grows after it is what the run keeps per buffer. The
+        // baseline is taken after a full collection, so garbage of an earlier run in the same process (the CLI runs the
+        // strategies one after another) neither inflates it nor is later subtracted from this run's growth.
+        long heapAfterSoc = GC.GetTotalMemory(forceFullCollection: true);
         long peakHeap = heapAfterSoc;
         SimDevice producer = soc.Named(scenario.Producer);
         ConsumerPlan[] consumers = [.. scenario.ConsumerPlans.Take(options.Consumers ?? scenario.ConsumerPlans.Count)];
