@@ -175,7 +175,9 @@ internal static class ShareCommand
         try
         {
             int fdsBefore = OpenFds();
-            Measurement m = Measure(exporter, settings, frameSize);
+            Measurement m = json || !console.Profile.Capabilities.Interactive
+                ? Measure(exporter, settings, frameSize, _ => { })
+                : WithProgress(console, settings, step => Measure(exporter, settings, frameSize, step));
             (exporter as IDisposable)?.Dispose();
             int producerLeaked = OpenFds() - fdsBefore;
             ShareReport report = Report(settings, exporter.Name, frameSize, m, producerLeaked);
@@ -231,7 +233,28 @@ internal static class ShareCommand
         }
     }
 
-    private static Measurement Measure(LinuxExporter exporter, Settings s, long frameSize)
+    /// <summary>Runs <paramref name="measure"/> under a progress bar of its measurements (on a terminal only).</summary>
+    private static Measurement WithProgress(IAnsiConsole console, Settings s, Func<Action<string>, Measurement> measure)
+    {
+        int steps = s.Wait is null ? 6 : 7;
+        Measurement? result = null;
+        console.Progress()
+            .AutoClear(true)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new SpinnerColumn())
+            .Start(ctx =>
+            {
+                ProgressTask task = ctx.AddTask($"share: {s.Frames} frames each way, starting the consumer", maxValue: steps);
+                result = measure(next =>
+                {
+                    task.Description = $"share: {next}";
+                    task.Increment(1);
+                });
+                task.Value = steps;
+            });
+        return result!;
+    }
+
+    private static Measurement Measure(LinuxExporter exporter, Settings s, long frameSize, Action<string> step)
     {
         string name = $"dmabuf-share-{Environment.ProcessId}-{Guid.NewGuid():N}";
         using BufferPool pool = BufferPool.Allocate(exporter, s.Pool, frameSize, "frame");
@@ -258,15 +281,22 @@ internal static class ShareCommand
             }
 
             using Socket copy = copyListener.Accept();
+            step("socket round trip, idle");
             m.IdleRoundTrip = MeasureRoundTrips(channel, pool, s.Frames, firstFrame: 0, rhythm: false);
+            step("socket round trip, in rhythm");
             m.RoundTrip = MeasureRoundTrips(channel, pool, s.Frames, firstFrame: 0, rhythm: true);
+            step("handoff over the socket");
             m.Handoff = Handoffs.Measure(channel, pool, s.Frames, firstFrame: 0, transient: false, s_patience);
+            step("shared-memory floor");
             m.SharedMemory = SharedMemoryFloor.Measure(channel, Math.Max(s.Frames, 1000), s_patience);
             channel.ForgetAll(); // the consumer lets go of the cached imports, so every remap below starts from nothing
+            step("re-map every frame");
             m.Remap = Handoffs.Measure(channel, pool, s.Frames, firstFrame: s.Frames, transient: true, s_patience).Steady;
+            step("copy every frame");
             m.Copy = Copies.Measure(copy, pool, s.Frames, firstFrame: 2L * s.Frames);
             if (s.Wait is RingWait wait)
             {
+                step($"handoff over the ring ({wait.ToString().ToLowerInvariant()})");
                 m.Ring = RingHandoff.Measure(name, pool, consumer.Id, wait, s.Frames, firstFrame: 3L * s.Frames, s_patience);
             }
 
