@@ -726,6 +726,12 @@ public sealed partial class BufferChannel : IDisposable
         bool transient = m.Flags.HasFlag(MessageFlags.Transient);
         if (record is null || record.DescriptorCount == 0)
         {
+            FrameLease? lease = _ledger.LeaseRegistered(m.BufferId, m.Size); // the hot path: no new reference, no mapping
+            if (lease is not null)
+            {
+                return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, handle: null, carriedFd: false, transient: false, lease: lease);
+            }
+
             DmaBufHandle delivered = _ledger.DeliverRegistered(m.BufferId, m.Size, s_duplicate);
             return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, delivered, carriedFd: false, transient: false);
         }
@@ -748,21 +754,28 @@ public sealed partial class BufferChannel : IDisposable
         }
 
         DmaBufHandle delivery;
+        FrameMapping? mapping = null;
+        FrameLease? firstLease = null;
         try
         {
             delivery = imported.Duplicate();
-            if (!_ledger.Register(m.BufferId, m.Size, imported))
+            mapping = FrameMapping.TryMap(imported); // the registration's one mapping, used by every id-only delivery
+            firstLease = mapping?.Lease();
+            if (!_ledger.Register(m.BufferId, m.Size, imported, mapping))
             {
                 imported.Dispose(); // closed meanwhile: the delivery alone keeps it
+                mapping?.Retire();
             }
         }
         catch
         {
+            firstLease?.Dispose(firstLease.Generation);
+            mapping?.Retire();
             imported.Dispose();
             throw;
         }
 
-        return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, delivery, carriedFd: true, transient: false);
+        return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, delivery, carriedFd: true, transient: false, lease: firstLease);
     }
 
     private string PeerGoneMessage(string how) =>
@@ -785,6 +798,11 @@ public sealed partial class BufferChannel : IDisposable
         _socket.Dispose();
         CloseAsync();
         CloseRing();
+        foreach (FrameMapping mapping in closed.Mappings)
+        {
+            mapping.Retire(); // unmapped now, or when the last delivery reading through it is disposed
+        }
+
         foreach (DmaBufHandle h in closed.Drop)
         {
             h.Dispose();
