@@ -37,6 +37,26 @@ public sealed class RegisteredFrameTests
     }
 
     [Fact]
+    public void ALeaseDisposedTwice_GoesBackToThePoolOnce()
+    {
+        var ledger = new ChannelLedger<Counted>(4, 1 << 20);
+        var unmap = new Counted();
+        Assert.True(ledger.Register(5, 16, new Counted(), new FrameMapping(0x1000, 16, unmap)));
+        FrameLease a = ledger.LeaseRegistered(5, 16)!;
+        a.Dispose(a.Generation);
+        a.Dispose(a.Generation); // not open any more: nothing, whatever the number
+
+        FrameLease b = ledger.LeaseRegistered(5, 16)!;
+        FrameLease c = ledger.LeaseRegistered(5, 16)!;
+        Assert.NotSame(b, c); // one pooled lease never serves two deliveries at once
+        ledger.OnPeerForget(5).Dispose();
+        b.Dispose(b.Generation);
+        Assert.Equal(0, unmap.Disposals);
+        c.Dispose(c.Generation);
+        Assert.Equal(1, unmap.Disposals);
+    }
+
+    [Fact]
     public void TheMapping_GoesExactlyOnce_WhenTheLedgerCloses()
     {
         var ledger = new ChannelLedger<Counted>(4, 1 << 20);
