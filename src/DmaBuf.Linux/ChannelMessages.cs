@@ -63,7 +63,7 @@ public sealed class ReceivedBuffer : ChannelMessage, IDisposable
                 return h;
             }
 
-            FrameLease lease = _lease!;
+            FrameLease lease = _lease!; // a delivery made without a handle always has a lease
             ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0 || !lease.IsLive(_leaseGeneration), this);
             DmaBufHandle made = lease.Mapping.Reference!.Duplicate(); // alive: our lease holds the mapping, which holds it
             DmaBufHandle? raced = Interlocked.CompareExchange(ref _handle, made, null);
@@ -73,9 +73,9 @@ public sealed class ReceivedBuffer : ChannelMessage, IDisposable
                 return raced;
             }
 
-            if (Volatile.Read(ref _disposed) != 0 && Interlocked.Exchange(ref _handle, null) is DmaBufHandle late)
+            if (Volatile.Read(ref _disposed) != 0)
             {
-                late.Dispose(); // disposed meanwhile: Dispose may have missed it
+                made.Dispose(); // disposed meanwhile: Dispose may have missed it (disposing twice is harmless)
                 throw new ObjectDisposedException(nameof(ReceivedBuffer));
             }
 
@@ -111,7 +111,7 @@ public sealed class ReceivedBuffer : ChannelMessage, IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
-            Interlocked.Exchange(ref _handle, null)?.Dispose();
+            Volatile.Read(ref _handle)?.Dispose(); // the field stays: Handle then returns the disposed handle, as before
             _lease?.Dispose(_leaseGeneration);
             _channel.SendReleaseQuietly(this);
         }
