@@ -8,7 +8,8 @@ namespace DmaBuf.Benchmarks;
 /// looks the id up in the channel's ledger (the registration made when the descriptor came), hands the caller its own
 /// reference (<see cref="DmaBufHandle.Duplicate"/>, in the <see cref="ReceivedBuffer"/>), and the consumer maps it
 /// (<c>MapCpu</c>, a hit in the mapping cache after the first frame). Each case ends what it began (disposes the
-/// reference and the mapping). Target: the lookup at most 100 ns, 0 bytes allocated. The frame is 4K NV12 in a memfd,
+/// reference and the mapping). Target: the lookup at most 100 ns, 0 bytes allocated; <see cref="IdToRegisteredFrame"/> is the path an id-only
+/// delivery takes now (the registration's one mapping, leased), the other cases are the steps of the old path. The frame is 4K NV12 in a memfd,
 /// registered over a ring channel made in this process.
 /// </summary>
 [MemoryDiagnoser]
@@ -70,7 +71,21 @@ public class ConsumerLookupBenchmark
         return map.Span.Length;
     }
 
-    /// <summary>The whole way from the id to the mapped frame: lookup, reference, map, and back.</summary>
+    /// <summary>
+    /// The whole way from the id to the mapped frame as an id-only delivery now takes it: the lookup leases the
+    /// registration's one mapping (pooled, numbered per use), the frame is read through it, and the lease goes back.
+    /// </summary>
+    [Benchmark]
+    public int IdToRegisteredFrame()
+    {
+        FrameLease lease = _ledger.LeaseRegistered(_id, FrameBytes)!;
+        int generation = lease.Generation;
+        int length = new ReceivedFrame(lease, generation).Span.Length;
+        lease.Dispose(generation);
+        return length;
+    }
+
+    /// <summary>The whole way from the id to the mapped frame the old way: lookup, reference, map, and back.</summary>
     [Benchmark]
     public int IdToMappedFrame()
     {

@@ -76,22 +76,41 @@ public sealed partial class BufferChannel : IAsyncDisposable
     }
 
     /// <summary>
-    /// As <see cref="SendBuffer"/>. A send never waits for the peer unless its socket buffer or our ring is full; it
-    /// then waits on the calling thread, for at most <see cref="BufferChannelOptions.SendTimeout"/>, since a record is
-    /// sent whole or not at all and a send cut off half-way would break the send order. So this completes
-    /// synchronously, and <paramref name="cancellationToken"/> is observed before the send starts.
+    /// As <see cref="SendBuffer"/>, awaiting room without blocking a thread. When the peer's socket buffer or our ring
+    /// is full, nothing is begun: the send waits for the socket to have room (<c>POLLOUT</c>, in the process's one
+    /// readiness poller) or, for a full ring, polls it every millisecond on a timer, then tries again. The message is
+    /// committed only once there is room, and then goes out whole as <see cref="SendBuffer"/> sends it. The wait lasts at
+    /// most <see cref="BufferChannelOptions.SendTimeout"/>, as a blocking send's does (the connection is then closed with
+    /// <see cref="ChannelErrorReason.SendTimeout"/>).
     /// </summary>
-    /// <exception cref="OperationCanceledException">Cancelled before the send started; nothing was sent.</exception>
+    /// <param name="buffer">A Linux-backed buffer (borrowed, as in <see cref="SendBuffer"/>).</param>
+    /// <param name="userData">64 bits of application data the peer sees.</param>
+    /// <param name="transient">Send the descriptor every time and do not register it.</param>
+    /// <param name="cancellationToken">Cancels the wait for room. A cancelled send sent nothing, registered nothing and
+    /// took no sequence number; the channel stays usable.</param>
+    /// <exception cref="OperationCanceledException">Cancelled while waiting for room; nothing was sent.</exception>
     /// <exception cref="ChannelProtocolException">The peer went away or stopped reading; the connection is closed.</exception>
     /// <exception cref="ObjectDisposedException">The channel or the handle was disposed.</exception>
-    public ValueTask<long> SendBufferAsync(DmaBufHandle buffer, ulong userData = 0, bool transient = false, CancellationToken cancellationToken = default)
+    public async ValueTask<long> SendBufferAsync(DmaBufHandle buffer, ulong userData = 0, bool transient = false, CancellationToken cancellationToken = default)
     {
-        if (cancellationToken.IsCancellationRequested)
+        ArgumentNullException.ThrowIfNull(buffer);
+        Deadline deadline = Deadline.After(_sendTimeout);
+        while (true)
         {
-            return ValueTask.FromCanceled<long>(cancellationToken);
-        }
+            cancellationToken.ThrowIfCancellationRequested();
+            long sequence = SendBufferCore(buffer, userData, transient, deadline, onlyIfRoom: true, out bool ringFull);
+            if (sequence >= 0)
+            {
+                return sequence;
+            }
 
-        return ValueTask.FromResult(SendBuffer(buffer, userData, transient));
+            if (deadline.HasPassed)
+            {
+                throw Fail(ChannelErrorReason.SendTimeout, $"Peer pid {Peer.ProcessId} did not take our messages for {_sendTimeout}; the buffer was not sent.");
+            }
+
+            await WaitForRoomAsync(ringFull, deadline, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <summary>As <see cref="Dispose"/>, which never waits for the peer; a pending <see cref="ReceiveAsync"/> then returns null.</summary>
@@ -99,6 +118,31 @@ public sealed partial class BufferChannel : IAsyncDisposable
     {
         Dispose();
         return ValueTask.CompletedTask;
+    }
+
+    /// <summary>Waits, without a thread, until the transport may have room (or the deadline passed, or the connection ended).</summary>
+    private async Task WaitForRoomAsync(bool ringFull, Deadline deadline, CancellationToken cancellationToken)
+    {
+        if (ringFull)
+        {
+            // The consumer signals nothing when it frees a ring slot (a full ring is a stalled peer), so look again soon.
+            await Task.Delay(1, cancellationToken).ConfigureAwait(false);
+            return;
+        }
+
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        if (!deadline.IsNever)
+        {
+            timeout.CancelAfter(Math.Max(1, deadline.RemainingMilliseconds));
+        }
+        try
+        {
+            await ReadinessPoller.Shared.WaitWritableAsync(_socket.Handle, timeout.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            // the deadline: the caller tries once more, then reports the time-out
+        }
     }
 
     /// <summary>Waits, without a thread, until something may have arrived (or the connection ended).</summary>

@@ -219,14 +219,26 @@ public sealed partial class BufferChannel : IDisposable
     /// <param name="transient">Send the descriptor every time and do not register it.</param>
     /// <exception cref="ChannelProtocolException">The peer went away or stopped reading; the connection is closed.</exception>
     /// <exception cref="ObjectDisposedException">The channel or the handle was disposed.</exception>
-    public long SendBuffer(DmaBufHandle buffer, ulong userData = 0, bool transient = false)
+    public long SendBuffer(DmaBufHandle buffer, ulong userData = 0, bool transient = false) =>
+        SendBufferCore(buffer, userData, transient, Deadline.After(_sendTimeout), onlyIfRoom: false, out _);
+
+    /// <summary>
+    /// Sends inside the send order; when <paramref name="onlyIfRoom"/>, first checks that the transport has room now and,
+    /// if not, returns -1 having begun nothing (<paramref name="ringFull"/> says whether the ring or the socket is full).
+    /// </summary>
+    private long SendBufferCore(DmaBufHandle buffer, ulong userData, bool transient, Deadline deadline, bool onlyIfRoom, out bool ringFull)
     {
         ArgumentNullException.ThrowIfNull(buffer);
         DmaBuffer b = buffer.Buffer;
         LinuxBuffer linux = b.GetLinuxBuffer();
         ThrowIfDisposed();
-        Deadline deadline = Deadline.After(_sendTimeout);
+        ringFull = false;
         using ChannelLedger<DmaBufHandle>.SendScope order = EnterSend(deadline);
+        if (onlyIfRoom && !HasRoomNow(withFd: transient || !_ledger.IsShared(b.Id), out ringFull))
+        {
+            return -1;
+        }
+
         ChannelLedger<DmaBufHandle>.SendTicket ticket = _ledger.BeginBuffer(b.Id, buffer, transient, s_duplicate);
         MessageFlags flags = ticket.WithFd ? MessageFlags.FdAttached : MessageFlags.None;
         if (transient)
@@ -527,6 +539,49 @@ public sealed partial class BufferChannel : IDisposable
         TransmitSocket(message, fd, deadline);
     }
 
+    /// <summary>
+    /// Inside the send order: whether a message (with a descriptor when <paramref name="withFd"/>) would go out now
+    /// without waiting. True also when the connection is closed or the socket hung up: the send then reports it.
+    /// </summary>
+    private bool HasRoomNow(bool withFd, out bool ringFull)
+    {
+        ringFull = false;
+        try
+        {
+            if (_ring is ChannelRing ring && ring.Enter())
+            {
+                try
+                {
+                    if (!ring.HasRoom())
+                    {
+                        ringFull = true;
+                        return false;
+                    }
+                }
+                catch (ChannelProtocolException e)
+                {
+                    Close(e.Reason);
+                    throw;
+                }
+                finally
+                {
+                    ring.Exit();
+                }
+
+                if (!withFd)
+                {
+                    return true;
+                }
+            }
+
+            return _socket.WritableNow();
+        }
+        catch (ObjectDisposedException)
+        {
+            return true; // closed: the send says so
+        }
+    }
+
     /// <summary>Transmits one message as a socket record inside the send order. Any failure closes the connection and throws.</summary>
     private void TransmitSocket(in WireMessage message, SafeFdHandle? fd, Deadline deadline)
     {
@@ -726,6 +781,12 @@ public sealed partial class BufferChannel : IDisposable
         bool transient = m.Flags.HasFlag(MessageFlags.Transient);
         if (record is null || record.DescriptorCount == 0)
         {
+            FrameLease? lease = _ledger.LeaseRegistered(m.BufferId, m.Size); // the hot path: no new reference, no mapping
+            if (lease is not null)
+            {
+                return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, handle: null, carriedFd: false, transient: false, lease: lease);
+            }
+
             DmaBufHandle delivered = _ledger.DeliverRegistered(m.BufferId, m.Size, s_duplicate);
             return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, delivered, carriedFd: false, transient: false);
         }
@@ -748,21 +809,28 @@ public sealed partial class BufferChannel : IDisposable
         }
 
         DmaBufHandle delivery;
+        FrameMapping? mapping = null;
+        FrameLease? firstLease = null;
         try
         {
             delivery = imported.Duplicate();
-            if (!_ledger.Register(m.BufferId, m.Size, imported))
+            mapping = FrameMapping.TryMap(imported); // the registration's one mapping, used by every id-only delivery
+            firstLease = mapping?.Lease();
+            if (!_ledger.Register(m.BufferId, m.Size, imported, mapping))
             {
                 imported.Dispose(); // closed meanwhile: the delivery alone keeps it
+                mapping?.Retire();
             }
         }
         catch
         {
+            firstLease?.Dispose(firstLease.Generation);
+            mapping?.Retire();
             imported.Dispose();
             throw;
         }
 
-        return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, delivery, carriedFd: true, transient: false);
+        return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, delivery, carriedFd: true, transient: false, lease: firstLease);
     }
 
     private string PeerGoneMessage(string how) =>
@@ -785,6 +853,11 @@ public sealed partial class BufferChannel : IDisposable
         _socket.Dispose();
         CloseAsync();
         CloseRing();
+        foreach (FrameMapping mapping in closed.Mappings)
+        {
+            mapping.Retire(); // unmapped now, or when the last delivery reading through it is disposed
+        }
+
         foreach (DmaBufHandle h in closed.Drop)
         {
             h.Dispose();

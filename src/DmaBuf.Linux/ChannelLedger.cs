@@ -380,6 +380,17 @@ internal sealed class ChannelLedger<T>
     /// <summary>The peer forgot its buffer <paramref name="id"/>: returns the registration's reference to dispose.</summary>
     internal T OnPeerForget(long id)
     {
+        T reference = OnPeerForget(id, out FrameMapping? mapping);
+        mapping?.Retire();
+        return reference;
+    }
+
+    /// <summary>
+    /// As <see cref="OnPeerForget(long)"/>, also handing back the registration's mapping, if it had one, for the caller
+    /// to retire outside the lock.
+    /// </summary>
+    internal T OnPeerForget(long id, out FrameMapping? mapping)
+    {
         lock (_lock)
         {
             if (!_registered.Remove(id, out Registration registration))
@@ -388,6 +399,7 @@ internal sealed class ChannelLedger<T>
             }
 
             _registeredBytes -= registration.Size;
+            mapping = registration.Mapping;
             AssertInvariantsLocked();
             return registration.Reference;
         }
@@ -398,19 +410,21 @@ internal sealed class ChannelLedger<T>
     {
         lock (_lock)
         {
-            if (!_registered.TryGetValue(id, out Registration registration))
-            {
-                throw new ChannelProtocolException(
-                    ChannelErrorReason.UnknownBufferId, $"Buffer {id} was never sent with its descriptor on this connection (or was forgotten).");
-            }
+            return duplicate(FindRegisteredLocked(id, size).Reference);
+        }
+    }
 
-            if (registration.Size != size)
-            {
-                throw new ChannelProtocolException(
-                    ChannelErrorReason.BadBufferSize, $"Buffer {id} was registered with {registration.Size} bytes; now the peer claims {size}.");
-            }
-
-            return duplicate(registration.Reference);
+    /// <summary>
+    /// A send of the peer's registered buffer <paramref name="id"/> without descriptor, through the registration's one
+    /// mapping: a pooled lease on it, or null when the registration has no mapping. Checked as
+    /// <see cref="DeliverRegistered"/> is. Allocates nothing once the lease pool is warm.
+    /// </summary>
+    internal FrameLease? LeaseRegistered(long id, long size)
+    {
+        lock (_lock)
+        {
+            Registration registration = FindRegisteredLocked(id, size);
+            return registration.Mapping?.Lease(); // the registration holds its count while we hold the lock
         }
     }
 
@@ -427,10 +441,11 @@ internal sealed class ChannelLedger<T>
     }
 
     /// <summary>
-    /// Registers the peer's buffer <paramref name="id"/>, taking <paramref name="reference"/>; false (the caller keeps
-    /// and disposes it) when the connection closed meanwhile.
+    /// Registers the peer's buffer <paramref name="id"/>, taking <paramref name="reference"/> and, if given, the
+    /// registration's one <paramref name="mapping"/> (retired when the registration ends); false (the caller keeps and
+    /// disposes both) when the connection closed meanwhile.
     /// </summary>
-    internal bool Register(long id, long size, T reference)
+    internal bool Register(long id, long size, T reference, FrameMapping? mapping = null)
     {
         lock (_lock)
         {
@@ -440,7 +455,7 @@ internal sealed class ChannelLedger<T>
             }
 
             CheckIncomingLocked(id, size, transient: false);
-            _registered.Add(id, new Registration(reference, size));
+            _registered.Add(id, new Registration(reference, size, mapping));
             _registeredBytes += size;
             AssertInvariantsLocked();
             return true;
@@ -496,10 +511,15 @@ internal sealed class ChannelLedger<T>
             _closed = true;
             _closeReason = reason;
             var drop = new List<T>(_shared.Count + _registered.Count);
+            var mappings = new List<FrameMapping>();
             drop.AddRange(_shared.Values);
             foreach (Registration r in _registered.Values)
             {
                 drop.Add(r.Reference);
+                if (r.Mapping is not null)
+                {
+                    mappings.Add(r.Mapping);
+                }
             }
 
             var undelivered = new HashSet<long>();
@@ -518,7 +538,7 @@ internal sealed class ChannelLedger<T>
             _registeredBytes = 0;
             _transientBytes = 0;
             AssertInvariantsLocked();
-            return new CloseResult(drop, [.. undelivered]);
+            return new CloseResult(drop, [.. undelivered], mappings);
         }
     }
 
@@ -564,6 +584,23 @@ internal sealed class ChannelLedger<T>
                 ChannelErrorReason.ResidentBudget,
                 $"Buffer {id} of {size} bytes would make the peer's buffers here {resident + size} bytes; the connection's budget is {MaxResidentBytes}.");
         }
+    }
+
+    private Registration FindRegisteredLocked(long id, long size)
+    {
+        if (!_registered.TryGetValue(id, out Registration registration))
+        {
+            throw new ChannelProtocolException(
+                ChannelErrorReason.UnknownBufferId, $"Buffer {id} was never sent with its descriptor on this connection (or was forgotten).");
+        }
+
+        if (registration.Size != size)
+        {
+            throw new ChannelProtocolException(
+                ChannelErrorReason.BadBufferSize, $"Buffer {id} was registered with {registration.Size} bytes; now the peer claims {size}.");
+        }
+
+        return registration;
     }
 
     private bool DecrementOutstandingLocked(long id)
@@ -623,10 +660,10 @@ internal sealed class ChannelLedger<T>
     /// <summary>What one begun buffer send carries.</summary>
     internal readonly record struct SendTicket(long Id, long Sequence, bool WithFd, T? Registration);
 
-    /// <summary>What <see cref="Close"/> hands back.</summary>
-    internal sealed record CloseResult(List<T> Drop, long[] Undelivered);
+    /// <summary>What <see cref="Close"/> hands back: references to dispose, ids to return, mappings to retire.</summary>
+    internal sealed record CloseResult(List<T> Drop, long[] Undelivered, List<FrameMapping> Mappings);
 
-    private readonly record struct Registration(T Reference, long Size);
+    private readonly record struct Registration(T Reference, long Size, FrameMapping? Mapping);
 
     /// <summary>The send order held; disposing it lets the next send go.</summary>
     internal readonly struct SendScope(ChannelLedger<T> ledger) : IDisposable

@@ -1,6 +1,7 @@
-// Ownership: a ReceivedBuffer owns one reference to the imported buffer. Disposing it drops that reference and tells
-// the sender the buffer is released (which returns it to the sender's pool). Keep the buffer longer by duplicating
-// Handle before disposing.
+// Ownership: a ReceivedBuffer owns one reference to the imported buffer, or, for an id-only delivery of a registered
+// buffer that is mapped, one lease on the registration's mapping (which keeps the mapping and the buffer alive; Handle
+// then makes its reference at first use). Disposing it drops what it holds and tells the sender the buffer is released
+// (which returns it to the sender's pool). Keep the buffer longer by duplicating Handle before disposing.
 namespace DmaBuf.Linux;
 
 /// <summary>Something <see cref="BufferChannel.Receive()"/> returns.</summary>
@@ -15,17 +16,23 @@ public abstract class ChannelMessage
 public sealed class ReceivedBuffer : ChannelMessage, IDisposable
 {
     private readonly BufferChannel _channel;
+    private readonly FrameLease? _lease;
+    private readonly int _leaseGeneration;
+    private DmaBufHandle? _handle;
     private int _disposed;
 
     internal ReceivedBuffer(
-        BufferChannel channel, long remoteBufferId, long sequence, ulong userData, DmaBufHandle handle, bool carriedFd, bool transient, long heldBytes = 0)
+        BufferChannel channel, long remoteBufferId, long sequence, ulong userData, DmaBufHandle? handle, bool carriedFd, bool transient,
+        long heldBytes = 0, FrameLease? lease = null)
     {
         HeldBytes = heldBytes;
         _channel = channel;
         RemoteBufferId = remoteBufferId;
         Sequence = sequence;
         UserData = userData;
-        Handle = handle;
+        _handle = handle;
+        _lease = lease;
+        _leaseGeneration = lease?.Generation ?? 0;
         CarriedFd = carriedFd;
         IsTransient = transient;
     }
@@ -43,7 +50,52 @@ public sealed class ReceivedBuffer : ChannelMessage, IDisposable
     public ulong UserData { get; }
 
     /// <summary>The reference this delivery holds; valid until <see cref="Dispose"/>.</summary>
-    public DmaBufHandle Handle { get; }
+    /// <remarks>For an id-only delivery read through <see cref="Frame"/>, the reference is made at the first use of
+    /// this property (the frame alone needs none).</remarks>
+    /// <exception cref="ObjectDisposedException">First used after <see cref="Dispose"/>.</exception>
+    public DmaBufHandle Handle
+    {
+        get
+        {
+            DmaBufHandle? h = Volatile.Read(ref _handle);
+            if (h is not null)
+            {
+                return h;
+            }
+
+            FrameLease lease = _lease!; // a delivery made without a handle always has a lease
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0 || !lease.IsLive(_leaseGeneration), this);
+            DmaBufHandle made = lease.Mapping.Reference!.Duplicate(); // alive: our lease holds the mapping, which holds it
+            DmaBufHandle? raced = Interlocked.CompareExchange(ref _handle, made, null);
+            if (raced is not null)
+            {
+                made.Dispose();
+                return raced;
+            }
+
+            if (Volatile.Read(ref _disposed) != 0)
+            {
+                made.Dispose(); // disposed meanwhile: Dispose may have missed it (disposing twice is harmless)
+                throw new ObjectDisposedException(nameof(ReceivedBuffer));
+            }
+
+            return made;
+        }
+    }
+
+    /// <summary>Whether <see cref="Frame"/> is available (a registered buffer this process could map once).</summary>
+    public bool HasFrame => _lease is not null;
+
+    /// <summary>
+    /// The frame's bytes in place through the registration's one CPU mapping, with no mapping-cache lookup, no new
+    /// reference and no allocation; valid until <see cref="Dispose"/>, after which it throws
+    /// <see cref="ObjectDisposedException"/>.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No frame (<see cref="HasFrame"/> is false: a transient delivery, or a
+    /// buffer that could not be mapped); map <see cref="Handle"/> instead.</exception>
+    public ReceivedFrame Frame => _lease is FrameLease lease
+        ? new ReceivedFrame(lease, _leaseGeneration)
+        : throw new InvalidOperationException($"Buffer {RemoteBufferId} #{Sequence} has no registered mapping (transient or not mappable); map Handle instead.");
 
     /// <summary>Whether the message carried the descriptor (the first send of the buffer, or a transient one).</summary>
     public bool CarriedFd { get; }
@@ -59,13 +111,14 @@ public sealed class ReceivedBuffer : ChannelMessage, IDisposable
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
-            Handle.Dispose();
+            Volatile.Read(ref _handle)?.Dispose(); // the field stays: Handle then returns the disposed handle, as before
+            _lease?.Dispose(_leaseGeneration);
             _channel.SendReleaseQuietly(this);
         }
     }
 
     /// <inheritdoc/>
-    public override string ToString() => $"buffer {RemoteBufferId} #{Sequence} ({Handle})";
+    public override string ToString() => $"buffer {RemoteBufferId} #{Sequence} ({(object?)Volatile.Read(ref _handle) ?? "mapped once for its registration"})";
 }
 
 /// <summary>The peer holds a buffer we sent (it mapped it, or whatever its acknowledgement means).</summary>

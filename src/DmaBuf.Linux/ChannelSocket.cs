@@ -367,6 +367,9 @@ internal sealed class ChannelSocket : IDisposable
     /// <summary>Whether a record (or the end) is waiting, without waiting.</summary>
     internal bool ReadableNow() => Poll(Interop.Libc.POLLIN | Interop.Libc.POLLRDHUP, 0) != 0;
 
+    /// <summary>Whether a send would find room now (<c>POLLOUT</c>), or the socket is hung up or in error (a send then says so).</summary>
+    internal bool WritableNow() => Poll(Interop.Libc.POLLOUT | Interop.Libc.POLLRDHUP, 0) != 0;
+
     /// <summary>One <c>poll</c>; EINTR counts as "nothing yet" so the caller re-reads its deadline.</summary>
     private unsafe short Poll(short events, int timeoutMs)
     {

@@ -28,6 +28,9 @@ public sealed unsafe class CpuMapping : IDmaBufCpuView
     /// <summary>The buffer's size in bytes; the mapping covers all of it.</summary>
     public long Length { get; }
 
+    /// <summary>The reference the lease holds, if it was made from a handle; alive until <see cref="Dispose"/>.</summary>
+    internal DmaBufHandle? Reference => _reference;
+
     /// <summary>Identity of the mapped buffer.</summary>
     public FileIdentity Identity => _region.Identity;
 

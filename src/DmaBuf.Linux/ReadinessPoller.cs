@@ -6,7 +6,8 @@ using System.Runtime.InteropServices;
 namespace DmaBuf.Linux;
 
 /// <summary>
-/// Waits, for every channel of the process at once, until one of two descriptors is readable (or hung up): one thread
+/// Waits, for every channel of the process at once, until one of two descriptors is readable (or hung up), or a socket
+/// has room to send: one thread
 /// in one <c>poll</c> over every waiter, however many channels await. It serves what the runtime's socket engine
 /// cannot: the control ring's eventfd is not a socket, so <see cref="System.Net.Sockets.Socket"/> cannot wrap it.
 /// </summary>
@@ -49,14 +50,24 @@ internal sealed class ReadinessPoller
     /// Completes when <paramref name="first"/> or <paramref name="second"/> is readable, hung up or in error; at once
     /// when either is closed already. Cancelled by <paramref name="cancellationToken"/>.
     /// </summary>
-    internal Task WaitAsync(SafeFdHandle first, SafeFdHandle second, CancellationToken cancellationToken)
+    internal Task WaitAsync(SafeFdHandle first, SafeFdHandle second, CancellationToken cancellationToken) =>
+        WaitAsync(first, second, Interop.Libc.POLLIN | Interop.Libc.POLLRDHUP, cancellationToken);
+
+    /// <summary>
+    /// Completes when <paramref name="socket"/> has room to send (<c>POLLOUT</c>), is hung up or in error; at once when
+    /// it is closed already. Cancelled by <paramref name="cancellationToken"/>.
+    /// </summary>
+    internal Task WaitWritableAsync(SafeFdHandle socket, CancellationToken cancellationToken) =>
+        WaitAsync(socket, socket, Interop.Libc.POLLOUT | Interop.Libc.POLLRDHUP, cancellationToken);
+
+    private Task WaitAsync(SafeFdHandle first, SafeFdHandle second, short events, CancellationToken cancellationToken)
     {
         if (cancellationToken.IsCancellationRequested)
         {
             return Task.FromCanceled(cancellationToken);
         }
 
-        var waiter = new Waiter(this);
+        var waiter = new Waiter(this) { Events = events };
         if (!waiter.Hold(first, second))
         {
             return Task.CompletedTask; // closed: the caller's next receive sees it
@@ -97,8 +108,8 @@ internal sealed class ReadinessPoller
                 _fds[0] = new Interop.Libc.pollfd { fd = (int)_wake.DangerousGetHandle(), events = Interop.Libc.POLLIN };
                 for (int i = 0; i < _waiters.Count; i++)
                 {
-                    _fds[1 + (2 * i)] = new Interop.Libc.pollfd { fd = _waiters[i].First, events = Interop.Libc.POLLIN | Interop.Libc.POLLRDHUP };
-                    _fds[2 + (2 * i)] = new Interop.Libc.pollfd { fd = _waiters[i].Second, events = Interop.Libc.POLLIN | Interop.Libc.POLLRDHUP };
+                    _fds[1 + (2 * i)] = new Interop.Libc.pollfd { fd = _waiters[i].First, events = _waiters[i].Events };
+                    _fds[2 + (2 * i)] = new Interop.Libc.pollfd { fd = _waiters[i].Second, events = _waiters[i].Events };
                 }
             }
 
@@ -161,6 +172,9 @@ internal sealed class ReadinessPoller
         public TaskCompletionSource Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         public CancellationTokenRegistration Registration { get; set; }
+
+        /// <summary>What to wait for on both descriptors (readable, or room to send); hang-ups and errors always end it.</summary>
+        public short Events { get; init; }
 
         public int First { get; private set; }
 
