@@ -4,6 +4,17 @@
 //                                 received, mapped and acknowledged a buffer (kind: Memfd or DmaBuf)
 //   SENT <dev> <ino> <object id>  (send mode) the buffer it sends, once
 //   RELEASED <id> <seq>           (send mode) the test released a delivery
+//   FRAME <seq> <n> <dev> <ino> <fd 0|1> ok|bad <why>
+//                                 (frames mode) received frame <n> (the sender's user data), mapped it, checked it
+//                                 against vivid's colour bars inside DMA_BUF_IOCTL_SYNC read brackets, and acknowledges
+//                                 and releases it after this line
+//   FDS <before> <after> <leaked> [<fd -> target>;...]
+//                                 (frames mode) its descriptors once the first frame was done (a warm-up: the runtime
+//                                 opens some the first time it needs them) and after the channel ended (runtime
+//                                 libraries left out), and those held after that were not held before
+//   DMABUFS <descriptors> <mappings>
+//                                 (frames mode) dma-buf descriptors and mappings it still has once the channel ended
+//   IMPORTS <count>               (frames mode) buffers its import cache still holds once the channel ended
 //   END                           the connection ended cleanly
 // Modes:
 //   receive <socket> [--hold]                 receive buffers; release each (or hold them all with --hold) until goodbye
@@ -12,9 +23,12 @@
 //                                             times on each of N connections (the first send with its descriptor),
 //                                             waiting for each release; with --no-goodbye exit at the end without
 //                                             closing (as if it died)
+//   frames <socket> <width> <height> <bytes per line> <size image>
+//                                             receive YUYV frames of that format until goodbye, checking each one
 using System.Globalization;
 using DmaBuf;
 using DmaBuf.Linux;
+using DmaBuf.Linux.V4l2;
 using DmaBuf.Linux.TestPeer;
 
 CultureInfo c = CultureInfo.InvariantCulture;
@@ -24,6 +38,11 @@ try
     return args[0] switch
     {
         "receive" => Receive(args[1], args.Contains("--hold")),
+        "frames" => Frames(args[1], new V4l2PixFormat(int.Parse(args[2], c), int.Parse(args[3], c), V4l2FourCC.Yuyv)
+        {
+            BytesPerLine = int.Parse(args[4], c),
+            SizeImage = int.Parse(args[5], c),
+        }),
         "send" => Send(args[1], int.Parse(args[2], c), long.Parse(args[3], c), Option(args, "--connections", 1), args.Contains("--no-goodbye"),
             Text(args, "--exporter", "memfd")),
         _ => Usage(),
@@ -37,7 +56,8 @@ catch (Exception e)
 
 static int Usage()
 {
-    Console.Error.WriteLine("usage: receive <socket> [--hold] | send <socket> <count> <size> [--connections N] [--no-goodbye] [--exporter memfd|vgem]");
+    Console.Error.WriteLine("usage: receive <socket> [--hold] | send <socket> <count> <size> [--connections N] [--no-goodbye] [--exporter memfd|vgem]"
+        + " | frames <socket> <width> <height> <bytes per line> <size image>");
     return 64;
 }
 
@@ -97,6 +117,85 @@ static int Receive(string socket, bool hold)
     held.ForEach(r => r.Dispose());
     Say("END");
     return 0;
+}
+
+static int Frames(string socket, V4l2PixFormat format)
+{
+    HashSet<string>? before = null;
+    var imports = new ImportCache(new MmapCache(256L << 20));
+    using (BufferChannel channel = BufferChannel.Connect(socket, new BufferChannelOptions { ImportCache = imports }))
+    {
+        Say("READY");
+        while (channel.Receive() is { } message)
+        {
+            if (message is not ReceivedBuffer received)
+            {
+                continue;
+            }
+
+            using (received)
+            {
+                LinuxBuffer linux = received.Handle.Buffer.GetLinuxBuffer();
+                string verdict;
+                using (CpuMapping map = received.Handle.MapCpu())
+                {
+                    received.Handle.BeginCpuAccess(CpuAccess.Read);
+                    try
+                    {
+                        VividColorBars.AssertFrame(map.Span, format, $"frame {received.UserData}");
+                        verdict = "ok";
+                    }
+                    catch (InvalidDataException e)
+                    {
+                        verdict = $"bad {e.Message}";
+                    }
+                    finally
+                    {
+                        received.Handle.EndCpuAccess(CpuAccess.Read);
+                    }
+                }
+
+                Say(string.Create(CultureInfo.InvariantCulture,
+                    $"FRAME {received.Sequence} {received.UserData} {linux.Identity.Device} {linux.Identity.Inode} {(received.CarriedFd ? 1 : 0)} {(linux.Kind == LinuxBufferKind.DmaBuf ? verdict : $"bad imported as {linux.Kind}")}"));
+                channel.Acknowledge(received);
+            }
+
+            before ??= Descriptors(); // after the first frame, as the test's own leak checks warm up first
+        }
+    }
+
+    GC.Collect();
+    GC.WaitForPendingFinalizers();
+    HashSet<string> after = Descriptors();
+    before ??= after;
+    string[] leaked = [.. after.Where(f => !before.Contains(f)).Order(StringComparer.Ordinal)];
+    Say(string.Create(CultureInfo.InvariantCulture, $"FDS {before.Count} {after.Count} {leaked.Length} {string.Join(';', leaked)}").TrimEnd());
+    int dmaBufFds = after.Count(f => f.Contains("dmabuf", StringComparison.Ordinal));
+    int dmaBufMaps = File.ReadLines("/proc/self/maps").Count(l => l.Contains("/dmabuf:", StringComparison.Ordinal));
+    Say(string.Create(CultureInfo.InvariantCulture, $"DMABUFS {dmaBufFds} {dmaBufMaps}"));
+    Say(string.Create(CultureInfo.InvariantCulture, $"IMPORTS {imports.Count}"));
+    Say("END");
+    return 0;
+}
+
+// This process's open descriptors as "fd -> target", less the runtime's libraries (opened as it first needs them)
+// and the descriptor of the listing itself.
+static HashSet<string> Descriptors()
+{
+    var fds = new HashSet<string>(StringComparer.Ordinal);
+    foreach (string path in Directory.GetFileSystemEntries("/proc/self/fd"))
+    {
+        string? target = new FileInfo(path).LinkTarget;
+        if (target is null || target.EndsWith("/fd", StringComparison.Ordinal)
+            || target.EndsWith(".dll", StringComparison.Ordinal) || target.Contains(".so", StringComparison.Ordinal))
+        {
+            continue;
+        }
+
+        fds.Add($"{Path.GetFileName(path)} -> {target}");
+    }
+
+    return fds;
 }
 
 static int Send(string socket, int count, long size, int connections, bool noGoodbye, string exporterName)

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using DmaBuf.Linux.TestPeer;
 using DmaBuf.Linux.V4l2;
 using DmaBuf.Testing;
 
@@ -375,7 +376,7 @@ public sealed class V4l2VividTests : IDisposable
     }
 
     /// <summary>Asks for 640x360 YUYV progressive (vivid's webcam default) and checks the driver agreed.</summary>
-    private static V4l2PixFormat SetYuyv(V4l2Device device)
+    internal static V4l2PixFormat SetYuyv(V4l2Device device)
     {
         V4l2PixFormat format = device.SetFormat(new V4l2PixFormat(Width, Height, V4l2FourCC.Yuyv));
         Assert.Equal((Width, Height, V4l2FourCC.Yuyv, V4l2Field.None), (format.Width, format.Height, format.PixelFormat, format.Field));
@@ -405,7 +406,7 @@ public sealed class V4l2VividTests : IDisposable
     }
 
     /// <summary>Fills the whole buffer with the poison through our mapping, bracketed for CPU writes.</summary>
-    private static void Poison(DmaBufHandle buffer)
+    internal static void Poison(DmaBufHandle buffer)
     {
         using CpuMapping mapping = buffer.MapCpu();
         buffer.BeginCpuAccess(CpuAccess.Write);

@@ -1,3 +1,4 @@
+using DmaBuf.Linux.TestPeer;
 using DmaBuf.Linux.V4l2;
 
 namespace DmaBuf.Linux.Tests;

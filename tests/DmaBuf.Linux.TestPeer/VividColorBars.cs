@@ -1,6 +1,6 @@
 using DmaBuf.Linux.V4l2;
 
-namespace DmaBuf.Linux.Tests;
+namespace DmaBuf.Linux.TestPeer;
 
 /// <summary>
 /// What vivid's capture node draws with its default controls on input 0 (the webcam input): the 75% colour bar test
@@ -13,7 +13,7 @@ namespace DmaBuf.Linux.Tests;
 /// encoding, limited range). They are close to the textbook BT.601 limited-range values of 75% bars
 /// (Y 180 162 131 112 84 65 35 16), vivid's own conversion landing one or two steps lower.
 /// </remarks>
-internal static class VividColorBars
+public static class VividColorBars
 {
     /// <summary>The byte the tests fill a buffer with before handing it to the device; no bar has it as luma.</summary>
     public const byte Poison = 0xA5;
@@ -50,7 +50,7 @@ internal static class VividColorBars
     }
 
     /// <summary>
-    /// Asserts that <paramref name="image"/> is one of vivid's frames in <paramref name="format"/> (YUYV), so that
+    /// Checks that <paramref name="image"/> is one of vivid's frames in <paramref name="format"/> (YUYV), so that
     /// neither garbage, another buffer's stale bytes nor the poison the test wrote before queueing it would pass:
     /// <list type="bullet">
     /// <item>no run of four poison bytes is left anywhere in the image;</item>
@@ -60,17 +60,19 @@ internal static class VividColorBars
     /// <item>every luma byte of the image, text included, is one of the eight bar levels (the text is drawn in the
     /// bar white and black).</item>
     /// </list>
+    /// The first difference found is thrown as an <see cref="InvalidDataException"/> naming <paramref name="what"/>,
+    /// the line and the pixel. The tests and the test peer (which checks the frames it receives) share this check.
     /// </summary>
     public static void AssertFrame(ReadOnlySpan<byte> image, V4l2PixFormat format, string what)
     {
-        Assert.True(format.PixelFormat == V4l2FourCC.Yuyv, $"{what}: format {format.PixelFormat}, expected YUYV");
-        Assert.True(image.Length >= format.SizeImage, $"{what}: {image.Length} bytes, the format needs {format.SizeImage}");
+        Require(format.PixelFormat == V4l2FourCC.Yuyv, $"{what}: format {format.PixelFormat}, expected YUYV");
+        Require(image.Length >= format.SizeImage, $"{what}: {image.Length} bytes, the format needs {format.SizeImage}");
         image = image[..format.SizeImage];
         int width = format.Width;
         int stride = format.BytesPerLine;
 
         int poison = image.IndexOf([Poison, Poison, Poison, Poison]);
-        Assert.True(poison < 0, $"{what}: the poison is still there at byte {poison} (line {poison / stride}): the device did not write the whole frame.");
+        Require(poison < 0, $"{what}: the poison is still there at byte {poison} (line {poison / stride}): the device did not write the whole frame.");
 
         AssertBottomLineBars(image.Slice((format.Height - 1) * stride, width * 2), width, what);
 
@@ -86,7 +88,7 @@ internal static class VividColorBars
             int diff = line.CommonPrefixLength(bars);
             if (diff != line.Length)
             {
-                Assert.Fail($"{what}: line {y} differs from the bar line at byte {diff} (pixel {diff / 2}): {line[diff]}, expected {bars[diff]}.");
+                throw new InvalidDataException($"{what}: line {y} differs from the bar line at byte {diff} (pixel {diff / 2}): {line[diff]}, expected {bars[diff]}.");
             }
         }
 
@@ -103,9 +105,18 @@ internal static class VividColorBars
             {
                 if (!level[line[i]])
                 {
-                    Assert.Fail($"{what}: pixel {i / 2} of line {y} has luma {line[i]}, which is none of the bar levels.");
+                    throw new InvalidDataException($"{what}: pixel {i / 2} of line {y} has luma {line[i]}, which is none of the bar levels.");
                 }
             }
+        }
+    }
+
+    /// <summary>Throws <see cref="InvalidDataException"/> with <paramref name="message"/> unless <paramref name="condition"/>.</summary>
+    private static void Require(bool condition, string message)
+    {
+        if (!condition)
+        {
+            throw new InvalidDataException(message);
         }
     }
 
@@ -120,13 +131,16 @@ internal static class VividColorBars
             byte y0 = line[2 * first];
             for (int x = first; x < end; x++)
             {
-                Assert.True(line[2 * x] == y0, $"{what}: bar {bar} of the bottom line is not uniform: pixel {x} has luma {line[2 * x]}, pixel {first} {y0}.");
+                if (line[2 * x] != y0)
+                {
+                    throw new InvalidDataException($"{what}: bar {bar} of the bottom line is not uniform: pixel {x} has luma {line[2 * x]}, pixel {first} {y0}.");
+                }
             }
 
-            Assert.True(y0 < previous, $"{what}: the bars do not descend from white to black: bar {bar} has luma {y0} after {previous}.");
+            Require(y0 < previous, $"{what}: the bars do not descend from white to black: bar {bar} has luma {y0} after {previous}.");
             previous = y0;
             int pair = first & ~1;
-            Assert.True(
+            Require(
                 (y0, line[(2 * pair) + 1], line[(2 * pair) + 3]) == (Luma[bar], Cb[bar], Cr[bar]),
                 $"{what}: bar {bar} is Y {y0} Cb {line[(2 * pair) + 1]} Cr {line[(2 * pair) + 3]}, expected {Luma[bar]} {Cb[bar]} {Cr[bar]}.");
         }
