@@ -98,7 +98,7 @@ public sealed partial class BufferChannel : IAsyncDisposable
         while (true)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            long sequence = SendBufferCore(buffer, userData, transient, deadline, onlyIfRoom: true, out bool ringFull);
+            long sequence = SendBufferCore(buffer, userData, transient, fence: null, deadline, onlyIfRoom: true, out bool ringFull);
             if (sequence >= 0)
             {
                 return sequence;

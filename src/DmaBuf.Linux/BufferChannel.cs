@@ -220,13 +220,39 @@ public sealed partial class BufferChannel : IDisposable
     /// <exception cref="ChannelProtocolException">The peer went away or stopped reading; the connection is closed.</exception>
     /// <exception cref="ObjectDisposedException">The channel or the handle was disposed.</exception>
     public long SendBuffer(DmaBufHandle buffer, ulong userData = 0, bool transient = false) =>
-        SendBufferCore(buffer, userData, transient, Deadline.After(_sendTimeout), onlyIfRoom: false, out _);
+        SendBufferCore(buffer, userData, transient, fence: null, Deadline.After(_sendTimeout), onlyIfRoom: false, out _);
+
+    /// <summary>
+    /// Sends <paramref name="buffer"/> as <see cref="SendBuffer"/> does (registering it on its first send), with
+    /// <paramref name="fence"/>: the message carries a duplicate of the sync_file's descriptor (<c>SCM_RIGHTS</c>), and
+    /// the peer's <see cref="ReceivedBuffer.Fence"/> is that sync_file, to wait for before reading the frame (the
+    /// writer's work signals it). Returns the delivery's sequence number within
+    /// <see cref="BufferChannelOptions.SendTimeout"/>.
+    /// </summary>
+    /// <param name="buffer">A Linux-backed buffer (borrowed).</param>
+    /// <param name="fence">The sync_file (borrowed: the caller keeps and closes its own descriptor).</param>
+    /// <param name="userData">64 bits of application data the peer sees.</param>
+    /// <exception cref="NotSupportedException">The channel uses the ring transport, which carries no fences.</exception>
+    /// <exception cref="ChannelProtocolException">The peer went away or stopped reading; the connection is closed.</exception>
+    /// <exception cref="ObjectDisposedException">The channel, the handle or the sync_file was disposed.</exception>
+    public long SendBufferWithFence(DmaBufHandle buffer, KernelSyncFile fence, ulong userData = 0)
+    {
+        ArgumentNullException.ThrowIfNull(fence);
+        ObjectDisposedException.ThrowIf(fence.Descriptor.IsClosed, fence);
+        if (_wantsRing)
+        {
+            throw new NotSupportedException("The ring transport carries no fences: send frames with a fence on a channel that uses the socket transport.");
+        }
+
+        return SendBufferCore(buffer, userData, transient: false, fence.Descriptor, Deadline.After(_sendTimeout), onlyIfRoom: false, out _);
+    }
 
     /// <summary>
     /// Sends inside the send order; when <paramref name="onlyIfRoom"/>, first checks that the transport has room now and,
     /// if not, returns -1 having begun nothing (<paramref name="ringFull"/> says whether the ring or the socket is full).
     /// </summary>
-    private long SendBufferCore(DmaBufHandle buffer, ulong userData, bool transient, Deadline deadline, bool onlyIfRoom, out bool ringFull)
+    private long SendBufferCore(
+        DmaBufHandle buffer, ulong userData, bool transient, SafeFdHandle? fence, Deadline deadline, bool onlyIfRoom, out bool ringFull)
     {
         ArgumentNullException.ThrowIfNull(buffer);
         DmaBuffer b = buffer.Buffer;
@@ -246,9 +272,23 @@ public sealed partial class BufferChannel : IDisposable
             flags |= MessageFlags.Transient;
         }
 
+        if (fence is not null)
+        {
+            flags |= MessageFlags.FenceAttached;
+        }
+
         try
         {
-            Transmit(new WireMessage(MessageType.Buffer, flags, b.Id, ticket.Sequence, b.Size, userData), ticket.WithFd ? linux.Fd : null, deadline);
+            var message = new WireMessage(MessageType.Buffer, flags, b.Id, ticket.Sequence, b.Size, userData);
+            SafeFdHandle? fd = ticket.WithFd ? linux.Fd : null;
+            if (fence is null)
+            {
+                Transmit(message, fd, deadline);
+            }
+            else
+            {
+                TransmitSocket(message, fd ?? fence, fd is null ? null : fence, deadline); // the buffer's descriptor first, then the fence's
+            }
         }
         catch
         {
@@ -583,14 +623,17 @@ public sealed partial class BufferChannel : IDisposable
     }
 
     /// <summary>Transmits one message as a socket record inside the send order. Any failure closes the connection and throws.</summary>
-    private void TransmitSocket(in WireMessage message, SafeFdHandle? fd, Deadline deadline)
+    private void TransmitSocket(in WireMessage message, SafeFdHandle? fd, Deadline deadline) => TransmitSocket(message, fd, null, deadline);
+
+    /// <summary>Transmits one message with up to two descriptors as a socket record inside the send order.</summary>
+    private void TransmitSocket(in WireMessage message, SafeFdHandle? fd, SafeFdHandle? second, Deadline deadline)
     {
         Span<byte> data = stackalloc byte[WireFormat.MaxMessageSize];
         int length = WireFormat.Encode(message, data);
         SendStatus status;
         try
         {
-            status = _socket.Send(data[..length], fd, deadline);
+            status = _socket.Send(data[..length], fd, second, deadline);
         }
         catch (ObjectDisposedException) when (IsClosed)
         {
@@ -605,10 +648,7 @@ public sealed partial class BufferChannel : IDisposable
         {
             case SendStatus.Sent:
                 Interlocked.Increment(ref _messagesSent);
-                if (fd is not null)
-                {
-                    Interlocked.Increment(ref _fdsSent);
-                }
+                Interlocked.Add(ref _fdsSent, (fd is null ? 0 : 1) + (second is null ? 0 : 1));
 
                 return;
             case SendStatus.TimedOut:
@@ -778,17 +818,46 @@ public sealed partial class BufferChannel : IDisposable
 
     private ReceivedBuffer OnBuffer(WireMessage m, ReceivedRecord? record)
     {
+        if (!m.Flags.HasFlag(MessageFlags.FenceAttached))
+        {
+            return OnBuffer(m, record, fence: null);
+        }
+
+        // Decode checked the count: the fence's descriptor is the record's last. Untrusted: it must be a sync_file.
+        KernelSyncFile fence;
+        try
+        {
+            fence = KernelSyncFile.FromDescriptor(record!.TakeLastDescriptor()); // closes it when it is not one
+        }
+        catch (ArgumentException e)
+        {
+            throw new ChannelProtocolException(ChannelErrorReason.NotASyncFile, $"Buffer {m.BufferId} #{m.Sequence}: {e.Message}", e);
+        }
+
+        try
+        {
+            return OnBuffer(m, record, fence);
+        }
+        catch
+        {
+            fence.Dispose();
+            throw;
+        }
+    }
+
+    private ReceivedBuffer OnBuffer(WireMessage m, ReceivedRecord? record, KernelSyncFile? fence)
+    {
         bool transient = m.Flags.HasFlag(MessageFlags.Transient);
-        if (record is null || record.DescriptorCount == 0)
+        if (record is null || !m.Flags.HasFlag(MessageFlags.FdAttached))
         {
             FrameLease? lease = _ledger.LeaseRegistered(m.BufferId, m.Size); // the hot path: no new reference, no mapping
             if (lease is not null)
             {
-                return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, handle: null, carriedFd: false, transient: false, lease: lease);
+                return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, handle: null, carriedFd: false, transient: false, lease: lease, fence: fence);
             }
 
             DmaBufHandle delivered = _ledger.DeliverRegistered(m.BufferId, m.Size, s_duplicate);
-            return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, delivered, carriedFd: false, transient: false);
+            return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, delivered, carriedFd: false, transient: false, fence: fence);
         }
 
         _ledger.CheckIncoming(m.BufferId, m.Size, transient); // the budgets, before anything is imported or mapped
@@ -805,7 +874,7 @@ public sealed partial class BufferChannel : IDisposable
         if (transient)
         {
             long held = _ledger.HoldTransient(m.Size) ? m.Size : 0;
-            return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, imported, carriedFd: true, transient: true, held);
+            return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, imported, carriedFd: true, transient: true, held, fence: fence);
         }
 
         DmaBufHandle delivery;
@@ -830,7 +899,7 @@ public sealed partial class BufferChannel : IDisposable
             throw;
         }
 
-        return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, delivery, carriedFd: true, transient: false, lease: firstLease);
+        return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, delivery, carriedFd: true, transient: false, lease: firstLease, fence: fence);
     }
 
     private string PeerGoneMessage(string how) =>

@@ -23,8 +23,9 @@ public sealed class ReceivedBuffer : ChannelMessage, IDisposable
 
     internal ReceivedBuffer(
         BufferChannel channel, long remoteBufferId, long sequence, ulong userData, DmaBufHandle? handle, bool carriedFd, bool transient,
-        long heldBytes = 0, FrameLease? lease = null)
+        long heldBytes = 0, FrameLease? lease = null, KernelSyncFile? fence = null)
     {
+        Fence = fence;
         HeldBytes = heldBytes;
         _channel = channel;
         RemoteBufferId = remoteBufferId;
@@ -97,6 +98,23 @@ public sealed class ReceivedBuffer : ChannelMessage, IDisposable
         ? new ReceivedFrame(lease, _leaseGeneration)
         : throw new InvalidOperationException($"Buffer {RemoteBufferId} #{Sequence} has no registered mapping (transient or not mappable); map Handle instead.");
 
+    /// <summary>
+    /// The sync_file the sender sent with the frame (<see cref="BufferChannel.SendBufferWithFence"/>), checked to be one;
+    /// null when it sent none. Owned by this delivery and closed by <see cref="Dispose"/>.
+    /// </summary>
+    public KernelSyncFile? Fence { get; }
+
+    /// <summary>Waits up to <paramref name="timeout"/> for <see cref="Fence"/> to signal, i.e. for the sender's writer to
+    /// finish the frame; true at once when the frame came with no fence.</summary>
+    /// <returns>True once signaled (or no fence); false if the timeout passed first.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The timeout is negative and not infinite, or too large.</exception>
+    /// <exception cref="ObjectDisposedException">The delivery was disposed.</exception>
+    public bool WaitForFence(TimeSpan timeout)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _disposed) != 0, this);
+        return Fence is not { } fence || fence.Wait(timeout);
+    }
+
     /// <summary>Whether the message carried the descriptor (the first send of the buffer, or a transient one).</summary>
     public bool CarriedFd { get; }
 
@@ -106,11 +124,12 @@ public sealed class ReceivedBuffer : ChannelMessage, IDisposable
     /// <summary>Bytes of the connection's resident budget this delivery holds (a transient one) until disposed.</summary>
     internal long HeldBytes { get; }
 
-    /// <summary>Drops the reference and sends the release to the peer (unless the connection is closed). Idempotent.</summary>
+    /// <summary>Closes the fence, drops the reference and sends the release to the peer (unless the connection is closed). Idempotent.</summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) == 0)
         {
+            Fence?.Dispose();
             Volatile.Read(ref _handle)?.Dispose(); // the field stays: Handle then returns the disposed handle, as before
             _lease?.Dispose(_leaseGeneration);
             _channel.SendReleaseQuietly(this);

@@ -78,6 +78,12 @@ public enum ChannelErrorReason
     /// on the socket), or the ring was not set up as agreed.
     /// </summary>
     RingCorrupt,
+
+    /// <summary>
+    /// A frame said a fence follows and the descriptor that came with it is not a sync_file (<c>SYNC_IOC_FILE_INFO</c>
+    /// failed); it was closed.
+    /// </summary>
+    NotASyncFile,
 }
 
 /// <summary>

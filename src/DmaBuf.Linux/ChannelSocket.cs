@@ -89,6 +89,14 @@ internal sealed class ReceivedRecord : IDisposable
         return fd;
     }
 
+    /// <summary>Hands the last descriptor over to the caller (a frame's fence comes after its buffer's).</summary>
+    public SafeFdHandle TakeLastDescriptor()
+    {
+        SafeFdHandle fd = _fds[^1];
+        _fds.RemoveAt(_fds.Count - 1);
+        return fd;
+    }
+
     /// <summary>Closes every descriptor not taken.</summary>
     public void Dispose()
     {

@@ -28,6 +28,10 @@ internal enum MessageFlags : uint
 
     /// <summary>Buffer message: the receiver must not register the id; the buffer is valid for this delivery only.</summary>
     Transient = 2,
+
+    /// <summary>Buffer message: a sync_file descriptor follows the buffer's (or comes alone on an id-only send); the
+    /// receiver waits for it before reading the frame.</summary>
+    FenceAttached = 4,
 }
 
 /// <summary>One decoded message; fields a type does not have are zero.</summary>
@@ -142,7 +146,7 @@ internal static class WireFormat
         var flags = (MessageFlags)BinaryPrimitives.ReadUInt32LittleEndian(data[12..]);
         MessageFlags allowed = type switch
         {
-            MessageType.Buffer => MessageFlags.FdAttached | MessageFlags.Transient,
+            MessageType.Buffer => MessageFlags.FdAttached | MessageFlags.Transient | MessageFlags.FenceAttached,
             MessageType.RingSetup => MessageFlags.FdAttached,
             _ => MessageFlags.None,
         };
@@ -152,18 +156,20 @@ internal static class WireFormat
         }
 
         bool wantsFd = flags.HasFlag(MessageFlags.FdAttached);
-        if (wantsFd && fds == 0)
+        bool wantsFence = flags.HasFlag(MessageFlags.FenceAttached);
+        int takes = type == MessageType.RingSetup ? (wantsFd ? 2 : 0) : (wantsFd ? 1 : 0) + (wantsFence ? 1 : 0);
+        if (takes > 0 && fds == 0)
         {
-            throw new ChannelProtocolException(ChannelErrorReason.MissingFd, $"The {type} message says it carries a descriptor; none came.");
+            string what = wantsFd ? "a descriptor" : "a fence (sync_file) descriptor";
+            throw new ChannelProtocolException(ChannelErrorReason.MissingFd, $"The {type} message says it carries {what}; none came.");
         }
 
-        if (!wantsFd && fds > 0)
+        if (takes == 0 && fds > 0)
         {
             throw new ChannelProtocolException(ChannelErrorReason.UnexpectedFd, $"{fds} descriptor(s) came with a {type} message that takes none.");
         }
 
-        int takes = type == MessageType.RingSetup ? 2 : 1;
-        if (wantsFd && fds < takes)
+        if (fds < takes)
         {
             throw new ChannelProtocolException(ChannelErrorReason.MissingFd, $"The {type} message takes {takes} descriptors; {fds} came.");
         }

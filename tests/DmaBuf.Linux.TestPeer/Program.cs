@@ -15,6 +15,14 @@
 //   DMABUFS <descriptors> <mappings>
 //                                 (frames mode) dma-buf descriptors and mappings it still has once the channel ended
 //   IMPORTS <count>               (frames mode) buffers its import cache still holds once the channel ended
+//   WAITING <seq>                 (fenced mode) frame <seq> came with a sync_file; the peer now waits for it
+//   FENCED <seq> <ms> <byte> <same 0|1> <fds>
+//                                 (fenced mode) waited <ms> for the sync_file that came with frame <seq>, then read it:
+//                                 its first byte (hex), whether every byte equals it, and how many descriptors the
+//                                 frame carried (the buffer's and the fence's)
+//   FENCE-TIMEOUT <seq> <ms> <fence>
+//                                 (fenced mode) the frame's fence did not signal within <ms>; the frame was not read
+//   FENCE-MISSING <seq>           (fenced mode) the frame came without a fence
 //   END                           the connection ended cleanly
 // Modes:
 //   receive <socket> [--hold]                 receive buffers; release each (or hold them all with --hold) until goodbye
@@ -23,6 +31,8 @@
 //                                             times on each of N connections (the first send with its descriptor),
 //                                             waiting for each release; with --no-goodbye exit at the end without
 //                                             closing (as if it died)
+//   fenced <socket> <timeout ms>              receive frames that carry a sync_file until goodbye; wait up to
+//                                             <timeout ms> for each one's fence before reading it (then FDS, END)
 //   frames <socket> <width> <height> <bytes per line> <size image>
 //                                             receive YUYV frames of that format until goodbye, checking each one
 using System.Globalization;
@@ -43,6 +53,7 @@ try
             BytesPerLine = int.Parse(args[4], c),
             SizeImage = int.Parse(args[5], c),
         }),
+        "fenced" => Fenced(args[1], TimeSpan.FromMilliseconds(int.Parse(args[2], c))),
         "send" => Send(args[1], int.Parse(args[2], c), long.Parse(args[3], c), Option(args, "--connections", 1), args.Contains("--no-goodbye"),
             Text(args, "--exporter", "memfd")),
         _ => Usage(),
@@ -57,7 +68,8 @@ catch (Exception e)
 static int Usage()
 {
     Console.Error.WriteLine("usage: receive <socket> [--hold] | send <socket> <count> <size> [--connections N] [--no-goodbye] [--exporter memfd|vgem]"
-        + " | frames <socket> <width> <height> <bytes per line> <size image>");
+        + " | frames <socket> <width> <height> <bytes per line> <size image>"
+        + " | fenced <socket> <timeout ms>");
     return 64;
 }
 
@@ -174,6 +186,61 @@ static int Frames(string socket, V4l2PixFormat format)
     int dmaBufMaps = File.ReadLines("/proc/self/maps").Count(l => l.Contains("/dmabuf:", StringComparison.Ordinal));
     Say(string.Create(CultureInfo.InvariantCulture, $"DMABUFS {dmaBufFds} {dmaBufMaps}"));
     Say(string.Create(CultureInfo.InvariantCulture, $"IMPORTS {imports.Count}"));
+    Say("END");
+    return 0;
+}
+
+static int Fenced(string socket, TimeSpan timeout)
+{
+    HashSet<string>? before = null;
+    var imports = new ImportCache(new MmapCache(256L << 20));
+    using (BufferChannel channel = BufferChannel.Connect(socket, new BufferChannelOptions { ImportCache = imports }))
+    {
+        Say("READY");
+        while (channel.Receive() is { } message)
+        {
+            if (message is not ReceivedBuffer received)
+            {
+                continue;
+            }
+
+            using (received)
+            {
+                string seq = received.Sequence.ToString(CultureInfo.InvariantCulture);
+                if (received.Fence is not { } fence)
+                {
+                    Say($"FENCE-MISSING {seq}");
+                    continue;
+                }
+
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                Say($"WAITING {seq}");
+                if (!received.WaitForFence(timeout))
+                {
+                    Say(string.Create(CultureInfo.InvariantCulture, $"FENCE-TIMEOUT {seq} {(long)timeout.TotalMilliseconds} {fence}"));
+                    continue;
+                }
+
+                long waited = clock.ElapsedMilliseconds;
+                using CpuMapping map = received.Handle.MapCpu();
+                received.Handle.BeginCpuAccess(CpuAccess.Read, TimeSpan.Zero); // the buffer's own fences are done too: no wait here
+                byte first = map.Span[0];
+                bool same = !map.Span.ContainsAnyExcept(first);
+                received.Handle.EndCpuAccess(CpuAccess.Read);
+                Say(string.Create(CultureInfo.InvariantCulture,
+                    $"FENCED {seq} {waited} {first:x2} {(same ? 1 : 0)} {(received.CarriedFd ? 2 : 1)}"));
+            }
+
+            before ??= Descriptors();
+        }
+    }
+
+    GC.Collect();
+    GC.WaitForPendingFinalizers();
+    HashSet<string> after = Descriptors();
+    before ??= after;
+    string[] leaked = [.. after.Where(f => !before.Contains(f)).Order(StringComparer.Ordinal)];
+    Say(string.Create(CultureInfo.InvariantCulture, $"FDS {before.Count} {after.Count} {leaked.Length} {string.Join(';', leaked)}").TrimEnd());
     Say("END");
     return 0;
 }
