@@ -1,5 +1,4 @@
-using System.Collections.Concurrent;
-using System.Diagnostics.Metrics;
+using DmaBuf.Testing;
 
 namespace DmaBuf.Linux.Tests;
 
@@ -10,36 +9,16 @@ public sealed class LinuxMeterCollection
     public const string Name = "linux-meter";
 }
 
-/// <summary>Every instrument of the <c>DmaBuf.Linux</c> meter, read through a <see cref="MeterListener"/>, with exact counts.</summary>
+/// <summary>Every instrument of the <c>DmaBuf.Linux</c> meter, read through a <see cref="System.Diagnostics.Metrics.MeterListener"/>, with exact counts.</summary>
 [Collection(LinuxMeterCollection.Name)]
 public sealed class LinuxMetricsTests : IDisposable
 {
     private const int Page = 4096;
-    private readonly MeterListener _listener = new();
-    private readonly ConcurrentDictionary<string, long> _totals = new(StringComparer.Ordinal);
-    private readonly HashSet<string> _published = new(StringComparer.Ordinal);
+    private readonly MeterRecorder _meter = new(LinuxMetrics.MeterName);
 
-    public LinuxMetricsTests()
-    {
-        _listener.InstrumentPublished = (instrument, l) =>
-        {
-            if (instrument.Meter.Name == LinuxMetrics.MeterName)
-            {
-                lock (_published)
-                {
-                    _published.Add(instrument.Name);
-                }
+    public void Dispose() => _meter.Dispose();
 
-                l.EnableMeasurementEvents(instrument);
-            }
-        };
-        _listener.SetMeasurementEventCallback<long>((instrument, value, _, _) => _totals.AddOrUpdate(instrument.Name, value, (_, v) => v + value));
-        _listener.Start();
-    }
-
-    public void Dispose() => _listener.Dispose();
-
-    private long this[string name] => _totals.GetValueOrDefault(name);
+    private long this[string name] => _meter[name];
 
     [Fact]
     public void TheMeter_PublishesEveryInstrument_UnderItsDocumentedName()
@@ -50,10 +29,7 @@ public sealed class LinuxMetricsTests : IDisposable
             "dmabuf.linux.munmaps", "dmabuf.linux.bytes_mapped", "dmabuf.linux.imports", "dmabuf.linux.import_cache.hits",
         ];
 
-        lock (_published)
-        {
-            Assert.Equal(expected.Order(StringComparer.Ordinal), _published.Order(StringComparer.Ordinal));
-        }
+        Assert.Equal(expected.Order(StringComparer.Ordinal), _meter.Published);
     }
 
     [Fact]

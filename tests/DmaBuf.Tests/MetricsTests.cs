@@ -1,5 +1,4 @@
-using System.Collections.Concurrent;
-using System.Diagnostics.Metrics;
+using DmaBuf.Testing;
 
 namespace DmaBuf.Tests;
 
@@ -15,36 +14,16 @@ public sealed class MeterCollection
 
 /// <summary>
 /// Every instrument of the <c>DmaBuf</c> meter, read the way <c>dotnet-counters</c> and OpenTelemetry read it (a
-/// <see cref="MeterListener"/>), with the exact count each operation must add.
+/// <see cref="System.Diagnostics.Metrics.MeterListener"/>), with the exact count each operation must add.
 /// </summary>
 [Collection(MeterCollection.Name)]
 public sealed class MetricsTests : IDisposable
 {
-    private readonly MeterListener _listener = new();
-    private readonly ConcurrentDictionary<string, long> _totals = new(StringComparer.Ordinal);
-    private readonly HashSet<string> _published = new(StringComparer.Ordinal);
+    private readonly MeterRecorder _meter = new(DmaBufMetrics.MeterName);
 
-    public MetricsTests()
-    {
-        _listener.InstrumentPublished = (instrument, l) =>
-        {
-            if (instrument.Meter.Name == DmaBufMetrics.MeterName)
-            {
-                lock (_published)
-                {
-                    _published.Add(instrument.Name);
-                }
+    public void Dispose() => _meter.Dispose();
 
-                l.EnableMeasurementEvents(instrument);
-            }
-        };
-        _listener.SetMeasurementEventCallback<long>((instrument, value, _, _) => _totals.AddOrUpdate(instrument.Name, value, (_, v) => v + value));
-        _listener.Start();
-    }
-
-    public void Dispose() => _listener.Dispose();
-
-    private long this[string name] => _totals.GetValueOrDefault(name);
+    private long this[string name] => _meter[name];
 
     [Fact]
     public void TheMeter_PublishesEveryInstrument_UnderItsDocumentedName()
@@ -55,10 +34,7 @@ public sealed class MetricsTests : IDisposable
             "dmabuf.cache.misses", "dmabuf.cache.evictions", "dmabuf.invalidations", "dmabuf.fences.signaled", "dmabuf.buffers.live",
         ];
 
-        lock (_published)
-        {
-            Assert.Equal(expected.Order(StringComparer.Ordinal), _published.Order(StringComparer.Ordinal));
-        }
+        Assert.Equal(expected.Order(StringComparer.Ordinal), _meter.Published);
     }
 
     [Fact]
