@@ -32,12 +32,11 @@ internal static class NetMqPeer
             double[] times = new double[count];
             for (int k = 0; k < count; k++)
             {
-                ShareFramePattern.Fill(frame, k);
-                BinaryPrimitives.WriteUInt64LittleEndian(header, ShareFramePattern.Checksum(frame));
+                BinaryPrimitives.WriteUInt64LittleEndian(header, ShareFramePattern.Fill(frame, k));
                 long t0 = Stopwatch.GetTimestamp();
                 pair.SendMoreFrame(header).SendFrame(frame);
                 Expect(pair, Held, patience);
-                times[k] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
+                times[k] = Handoffs.MicrosecondsSince(t0);
                 Expect(pair, Verified, patience);
             }
 

@@ -31,7 +31,7 @@ public sealed partial class BufferChannel : IAsyncDisposable
     /// <exception cref="ChannelProtocolException">The peer broke the protocol or died; the connection is closed.</exception>
     public async ValueTask<ChannelMessage?> ReceiveAsync(CancellationToken cancellationToken = default)
     {
-        await _receiveGate.WaitAsync(cancellationToken).ConfigureAwait(false);
+        await _receiveGate.EnterAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             while (true)
@@ -47,7 +47,7 @@ public sealed partial class BufferChannel : IAsyncDisposable
         }
         finally
         {
-            _receiveGate.Release();
+            _receiveGate.Exit();
         }
     }
 

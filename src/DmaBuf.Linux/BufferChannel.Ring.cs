@@ -37,8 +37,11 @@ public sealed partial class BufferChannel
     /// <summary>The transport this channel uses.</summary>
     public ChannelTransport Transport => _ring is null ? ChannelTransport.Socket : ChannelTransport.Ring;
 
-    /// <summary>On the ring transport, how many times we signalled the peer because it slept (0 on the socket transport).</summary>
-    public long WakeUpsSent => _ring?.WakesSent ?? 0;
+    /// <summary>
+    /// On the ring transport, how many times we signalled the peer because it slept waiting for our entries, or for room
+    /// in its full ring that our consuming made (0 on the socket transport).
+    /// </summary>
+    public long WakeUpsSent => (_ring?.WakesSent ?? 0) + (_ring?.RoomWakesSent ?? 0);
 
     private enum Input
     {
@@ -100,7 +103,7 @@ public sealed partial class BufferChannel
                 throw new ChannelProtocolException(
                     ChannelErrorReason.RingCorrupt,
                     $"Pid {Peer.ProcessId} sent a {m.Type} message where the ring's setup was due ({ChannelRing.RegionSize} bytes, " +
-                    $"{ChannelRing.Capacity} entries of {ChannelRing.EntrySize}); both sides must use the ring transport of this version.");
+                    $"{ChannelRing.Capacity} entries of {ChannelRing.EntrySize}, version {ChannelRing.RegionVersion}); both sides must use the ring transport of this version.");
             }
 
             SafeFdHandle peerRegion = record.TakeDescriptor();
@@ -130,9 +133,10 @@ public sealed partial class BufferChannel
         }
     }
 
-    private static WireMessage SetupMessage() => new(
+    /// <summary>The ring's setup record: region size, capacity, format version and entry size, which both sides must share.</summary>
+    internal static WireMessage SetupMessage() => new(
         MessageType.RingSetup, MessageFlags.FdAttached, Size: ChannelRing.RegionSize,
-        UserData: ((ulong)ChannelRing.Capacity << 32) | ChannelRing.EntrySize);
+        UserData: ((ulong)ChannelRing.Capacity << 32) | ((ulong)ChannelRing.RegionVersion << 16) | ChannelRing.EntrySize);
 
     /// <summary>Transmits one message through the ring (its descriptor, if any, on the socket first), inside the send order.</summary>
     private void TransmitRing(in WireMessage message, SafeFdHandle? fd, Deadline deadline)
@@ -171,24 +175,23 @@ public sealed partial class BufferChannel
         }
     }
 
-    /// <summary>Waits until our ring has room for one entry (a peer that stops consuming fills it), until the deadline.</summary>
+    /// <summary>
+    /// Waits until our ring has room for one entry (a peer that stops consuming fills it), until the deadline: spinning
+    /// (<see cref="RingWait.Spin"/>, or <see cref="RingWait.Hybrid"/> within its spin budget), else asleep on our
+    /// eventfd, which the peer signals when it consumes while we say we wait.
+    /// </summary>
     private void WaitForRoom(ChannelRing ring, MessageType type, Deadline deadline)
     {
         var spin = default(SpinWait);
+        long spinUntil = _wait switch
+        {
+            RingWait.Spin => long.MaxValue,
+            RingWait.Hybrid => Stopwatch.GetTimestamp() + _spinBudgetTicks,
+            _ => 0,
+        };
         while (true)
         {
-            bool room;
-            try
-            {
-                room = ring.HasRoom();
-            }
-            catch (ChannelProtocolException e)
-            {
-                Close(e.Reason);
-                throw;
-            }
-
-            if (room)
+            if (HasRoomClosing(ring))
             {
                 return;
             }
@@ -203,7 +206,57 @@ public sealed partial class BufferChannel
                 throw Fail(ChannelErrorReason.SendTimeout, $"Peer pid {Peer.ProcessId} consumed nothing of our ring for {_sendTimeout}; the {type} message was not sent.");
             }
 
-            spin.SpinOnce(sleep1Threshold: 30); // then sleeps a millisecond at a time: a full ring is a stalled peer
+            if (spinUntil == long.MaxValue || Stopwatch.GetTimestamp() < spinUntil)
+            {
+                spin.SpinOnce(sleep1Threshold: -1); // spins, then yields; never sleeps
+                continue;
+            }
+
+            ring.BeginRoomWait();
+            try
+            {
+                if (HasRoomClosing(ring))
+                {
+                    return;
+                }
+
+                int slice = deadline.IsNever ? ChannelRing.RoomWaitSliceMs : Math.Min(ChannelRing.RoomWaitSliceMs, deadline.RemainingMilliseconds);
+                if (Interop.Libc.PollReadable(ring.Event, slice) && _receiveGate.TryEnter())
+                {
+                    // Nobody receives: the signal is ours to reset. (A receiver sleeping on the same eventfd resets it
+                    // itself; resetting it under a receiver could make it sleep through its own wake-up.)
+                    try
+                    {
+                        ring.DrainEvent();
+                    }
+                    finally
+                    {
+                        _receiveGate.Exit();
+                    }
+                }
+            }
+            catch (ObjectDisposedException)
+            {
+                throw _ledger.ClosedException(); // closed meanwhile
+            }
+            finally
+            {
+                ring.EndRoomWait();
+            }
+        }
+    }
+
+    /// <summary>Whether our ring has room; a corrupt tail closes the connection.</summary>
+    private bool HasRoomClosing(ChannelRing ring)
+    {
+        try
+        {
+            return ring.HasRoom();
+        }
+        catch (ChannelProtocolException e)
+        {
+            Close(e.Reason);
+            throw;
         }
     }
 

@@ -39,10 +39,11 @@ public sealed partial class BufferChannel : IDisposable
     private readonly BufferPool? _pool;
     private readonly TimeSpan _sendTimeout;
 #pragma warning disable CA2213 // never disposed: it has no wait handle (AvailableWaitHandle is not used), and a receiver may release it after close
-    private readonly SemaphoreSlim _receiveGate = new(1, 1); // one receiver at a time; async receivers hold it across awaits
+    private readonly ReceiveGate _receiveGate = new(); // one receiver at a time; async receivers hold it across awaits
 #pragma warning restore CA2213
     private readonly Queue<ChannelMessage> _pending = new(); // under its own lock: close drains it from any thread
     private bool _pendingClosed; // under _pending: close drained the queue; nothing may be queued after it
+    private int _pendingCount;   // written under _pending; read without it by the receive gate's holder, the only one who queues
     private int _disposed;
     private long _messagesSent;
     private long _messagesReceived;
@@ -401,6 +402,7 @@ public sealed partial class BufferChannel : IDisposable
                     if (queued)
                     {
                         _pending.Enqueue(m);
+                        Volatile.Write(ref _pendingCount, _pending.Count);
                     }
 
                     AssertPendingLocked();
@@ -414,7 +416,7 @@ public sealed partial class BufferChannel : IDisposable
         }
         finally
         {
-            _receiveGate.Release();
+            _receiveGate.Exit();
         }
     }
 
@@ -440,19 +442,23 @@ public sealed partial class BufferChannel : IDisposable
         }
         finally
         {
-            _receiveGate.Release();
+            _receiveGate.Exit();
         }
     }
 
     /// <summary>The next message for the caller (a queued one first), <see cref="s_timedOut"/>, or null at the end; inside the receive gate.</summary>
     private ChannelMessage? ReceiveLocked(Deadline deadline)
     {
-        lock (_pending)
+        if (Volatile.Read(ref _pendingCount) != 0) // only Ping queues, inside the gate we hold: no lock to see none
         {
-            AssertPendingLocked();
-            if (_pending.TryDequeue(out ChannelMessage? queued))
+            lock (_pending)
             {
-                return queued;
+                AssertPendingLocked();
+                if (_pending.TryDequeue(out ChannelMessage? queued))
+                {
+                    Volatile.Write(ref _pendingCount, _pending.Count);
+                    return queued;
+                }
             }
         }
 
@@ -540,7 +546,7 @@ public sealed partial class BufferChannel : IDisposable
 
     private void EnterReceive(Deadline deadline)
     {
-        if (!_receiveGate.Wait(deadline.RemainingMilliseconds))
+        if (!_receiveGate.Enter(deadline))
         {
             throw new TimeoutException($"Another thread was receiving from pid {Peer.ProcessId} for the whole timeout.");
         }
@@ -937,6 +943,7 @@ public sealed partial class BufferChannel : IDisposable
         {
             pending = [.. _pending];
             _pending.Clear();
+            Volatile.Write(ref _pendingCount, 0);
             _pendingClosed = true;
             AssertPendingLocked();
         }
@@ -960,6 +967,7 @@ public sealed partial class BufferChannel : IDisposable
     {
         System.Diagnostics.Debug.Assert(Monitor.IsEntered(_pending), "pending queue checked outside its lock");
         System.Diagnostics.Debug.Assert(!_pendingClosed || _pending.Count == 0, "a message queued after close drained the queue");
+        System.Diagnostics.Debug.Assert(_pendingCount == _pending.Count, "the pending count differs from the queue");
         foreach (ChannelMessage m in _pending)
         {
             System.Diagnostics.Debug.Assert(m is not PongMessage and not TimedOutMessage, "a pong or a time-out was queued for the application");

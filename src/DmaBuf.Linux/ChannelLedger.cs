@@ -58,16 +58,8 @@ internal sealed class ChannelLedger<T>
 
     internal long MaxResidentBytes { get; }
 
-    internal bool IsClosed
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _closed;
-            }
-        }
-    }
+    /// <summary>Whether the connection is closed (a snapshot: written under the state lock, read without it).</summary>
+    internal bool IsClosed => Volatile.Read(ref _closed);
 
     internal ChannelErrorReason CloseReason
     {
@@ -80,16 +72,8 @@ internal sealed class ChannelLedger<T>
         }
     }
 
-    internal bool GoodbyeReceived
-    {
-        get
-        {
-            lock (_lock)
-            {
-                return _goodbyeReceived;
-            }
-        }
-    }
+    /// <summary>Whether the peer said goodbye (a snapshot, as <see cref="IsClosed"/>).</summary>
+    internal bool GoodbyeReceived => Volatile.Read(ref _goodbyeReceived);
 
     internal int SharedCount
     {
@@ -329,12 +313,9 @@ internal sealed class ChannelLedger<T>
     /// <exception cref="ChannelProtocolException">The peer said goodbye before.</exception>
     internal void CheckReceivable()
     {
-        lock (_lock)
+        if (Volatile.Read(ref _goodbyeReceived)) // set only by the receiving thread itself (OnGoodbye), so no lock is needed
         {
-            if (_goodbyeReceived)
-            {
-                throw new ChannelProtocolException(ChannelErrorReason.MessageAfterGoodbye, "The peer sent a message after its goodbye.");
-            }
+            throw new ChannelProtocolException(ChannelErrorReason.MessageAfterGoodbye, "The peer sent a message after its goodbye.");
         }
     }
 

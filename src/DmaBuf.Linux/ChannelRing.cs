@@ -1,7 +1,7 @@
 // Ownership: a ChannelRing owns two mappings (our outbound region, which we created, and the peer's, which it sent)
-// and two descriptors (our eventfd, which we wait on, and the peer's, which we signal). The mappings live in
-// MappedRegion handles: every access holds a reference (Enter/Exit), so a close on another thread unmaps only after
-// the last access ended. Nothing in the shared pages is trusted: our positions (the head we publish, the tail we
+// and two descriptors (our eventfd, which we wait on, and the peer's, which we signal). Both mappings live in one
+// MappedRegions handle: every access holds a reference (Enter/Exit), so a close on another thread unmaps only after
+// the last access ended. Nothing in the shared pages is trusted: our positions (the next entry we publish, the tail we
 // consume up to) live in this object, and every value read from the pages is copied out once and checked.
 using System.Diagnostics;
 using System.Runtime.InteropServices;
@@ -45,7 +45,10 @@ internal struct RingEntry
     public long Size;
     public ulong UserData;
 
-    /// <summary>The entry's position in the ring's stream; an entry whose stamp is not its position is refused.</summary>
+    /// <summary>
+    /// Publishes the entry: its position in the ring's stream plus one, written last. Before that the slot holds the
+    /// previous lap's stamp (0 on the first lap); any other value is refused.
+    /// </summary>
     public long Stamp;
 }
 
@@ -55,16 +58,18 @@ internal struct RingEntry
 /// docs/wire-format.md.
 /// </summary>
 /// <remarks>
-/// <para><b>Publication.</b> The producer writes an entry, then the head with release semantics; the consumer reads
-/// the head with acquire semantics, then copies the entry once. The consumer's tail goes back the same way. The head,
-/// the tail and the consumer's sleeping flag are each on their own 128-byte line (two cache lines: no false sharing
-/// with the adjacent-line prefetcher either).</para>
-/// <para><b>Waking.</b> A consumer about to sleep sets its flag, issues a full fence and looks at the head once more
+/// <para><b>Publication.</b> Each entry is one cache line and carries its own publication: the producer writes the
+/// fields, then the stamp (the entry's position plus one) with release semantics; the consumer polls the stamp of the
+/// slot at its tail with acquire semantics, then copies the entry once. So a handoff moves one cache line each way, as
+/// a bare ping-pong does; there is no head index to fetch besides. The consumer's tail goes back through its own
+/// 128-byte line (two cache lines: no false sharing with the adjacent-line prefetcher either), read by the producer only
+/// when the ring looks full; the consumer's sleeping flag has a line of its own too.</para>
+/// <para><b>Waking.</b> A consumer about to sleep sets its flag, issues a full fence and looks at its slot once more
 /// (Dekker's pattern); a producer publishes, fences and signals the consumer's eventfd only if the flag is set. A busy
 /// consumer is never woken by a syscall. A flag the peer forges costs only a spurious signal or, if cleared, a wake
 /// the peer misses itself.</para>
-/// <para><b>Checks.</b> A head behind our tail or more than the capacity ahead of it, a tail behind the last one seen
-/// or ahead of our head, an entry whose stamp is not its position: the ring is corrupt
+/// <para><b>Checks.</b> A slot at our tail stamped neither empty (the previous lap's stamp) nor with its position, an
+/// entry rewritten while it was copied, a tail behind the last one seen or ahead of our head: the ring is corrupt
 /// (<see cref="ChannelErrorReason.RingCorrupt"/>). The entry's content is checked by the channel and its ledger.</para>
 /// </remarks>
 internal sealed unsafe class ChannelRing : IDisposable
@@ -72,26 +77,30 @@ internal sealed unsafe class ChannelRing : IDisposable
     internal const int EntrySize = 64;
     internal const int Capacity = 256;
     internal const uint RegionMagic = 0x47524244; // "DBRG"
-    internal const uint RegionVersion = 1;
-    internal const int HeadOffset = 128;
+    internal const uint RegionVersion = 2;
     internal const int TailOffset = 256;
     internal const int SleepingOffset = 384;
+    internal const int RoomWaitOffset = 512; // the producer's: non-zero (a number per wait) while it waits for room
     internal const int EntriesOffset = 1024;
     internal const long RegionSize = 20480; // EntriesOffset + Capacity * EntrySize (17,408) rounded up to pages
 
-    private readonly MappedRegion _outbound; // ours: we write the head, the peer the tail and its sleeping flag
-    private readonly MappedRegion _inbound;  // the peer's: it writes the head, we the tail and our sleeping flag
+    private readonly MappedRegions _regions;
+    private readonly nint _outbound; // ours: we write the entries, the peer the tail and its sleeping flag
+    private readonly nint _inbound;  // the peer's: it writes the entries, we the tail and our sleeping flag
     private readonly SafeFdHandle _ourEvent;
     private readonly SafeFdHandle _peerEvent;
     private long _head;       // next position we publish (outbound)
     private long _seenTail;   // the peer's tail as last read and checked (outbound)
     private long _tail;       // next position we consume (inbound)
+    private int _roomWaits;   // our waits for room so far (outbound): each is numbered in the region
+    private int _roomWaitWoken; // the peer's wait for room we last signalled (inbound)
     private int _disposed;
 
-    private ChannelRing(MappedRegion outbound, MappedRegion inbound, SafeFdHandle ourEvent, SafeFdHandle peerEvent)
+    private ChannelRing(MappedRegions regions, SafeFdHandle ourEvent, SafeFdHandle peerEvent)
     {
-        _outbound = outbound;
-        _inbound = inbound;
+        _regions = regions;
+        _outbound = regions.Outbound;
+        _inbound = regions.Inbound;
         _ourEvent = ourEvent;
         _peerEvent = peerEvent;
     }
@@ -102,10 +111,13 @@ internal sealed unsafe class ChannelRing : IDisposable
     internal bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
     /// <summary>Our outbound region's address (for tests that play a peer scribbling on the shared pages).</summary>
-    internal nint OutboundAddress => _outbound.Address;
+    internal nint OutboundAddress => _outbound;
 
     /// <summary>Signals sent to the peer (it slept when we published).</summary>
     internal long WakesSent { get; private set; }
+
+    /// <summary>Signals sent to the peer because it waited for room in its full ring and we consumed an entry.</summary>
+    internal long RoomWakesSent { get; private set; }
 
     /// <summary>Creates our outbound region (sealed memfd) and our eventfd, to be sent to the peer.</summary>
     internal static (SafeFdHandle Region, SafeFdHandle Event) CreateOurs()
@@ -147,8 +159,7 @@ internal sealed unsafe class ChannelRing : IDisposable
     /// <exception cref="ChannelProtocolException">The peer's descriptors are not what the ring needs.</exception>
     internal static ChannelRing Open(SafeFdHandle ourRegion, SafeFdHandle ourEvent, SafeFdHandle peerRegion, SafeFdHandle peerEvent)
     {
-        MappedRegion? outbound = null;
-        MappedRegion? inbound = null;
+        nint outbound = 0;
         try
         {
             string link = Interop.Libc.FdLinkTarget(peerRegion);
@@ -178,16 +189,20 @@ internal sealed unsafe class ChannelRing : IDisposable
                     ChannelErrorReason.NotASharedBuffer, $"The peer's wake-up descriptor '{Interop.Libc.FdLinkTarget(peerEvent)}' is not an eventfd.");
             }
 
-            outbound = new MappedRegion(Interop.Libc.MapShared(ourRegion, RegionSize, populate: true), RegionSize);
-            inbound = new MappedRegion(Interop.Libc.MapShared(peerRegion, RegionSize, populate: false), RegionSize);
+            outbound = Interop.Libc.MapShared(ourRegion, RegionSize, populate: true);
+            var regions = new MappedRegions(outbound, Interop.Libc.MapShared(peerRegion, RegionSize, populate: false));
+            outbound = 0; // the handle owns it now
             ourRegion.Dispose(); // the mappings keep the memory; the peer holds its copy of the descriptor
             peerRegion.Dispose();
-            return new ChannelRing(outbound, inbound, ourEvent, peerEvent);
+            return new ChannelRing(regions, ourEvent, peerEvent);
         }
         catch
         {
-            outbound?.Dispose();
-            inbound?.Dispose();
+            if (outbound != 0)
+            {
+                Interop.Libc.Unmap(outbound, RegionSize);
+            }
+
             ourRegion.Dispose();
             ourEvent.Dispose();
             peerRegion.Dispose();
@@ -199,31 +214,20 @@ internal sealed unsafe class ChannelRing : IDisposable
     /// <summary>Holds both mappings for the caller's access; false when the ring is closed.</summary>
     internal bool Enter()
     {
-        bool a = false;
-        bool b = false;
+        bool added = false;
         try
         {
-            _outbound.DangerousAddRef(ref a);
-            _inbound.DangerousAddRef(ref b);
+            _regions.DangerousAddRef(ref added);
             return true;
         }
         catch (ObjectDisposedException)
         {
-            if (a)
-            {
-                _outbound.DangerousRelease();
-            }
-
             return false;
         }
     }
 
     /// <summary>Ends an access begun by a successful <see cref="Enter"/>.</summary>
-    internal void Exit()
-    {
-        _inbound.DangerousRelease();
-        _outbound.DangerousRelease();
-    }
+    internal void Exit() => _regions.DangerousRelease();
 
     // ---- producing (inside the channel's send order; between Enter and Exit) ----
 
@@ -236,7 +240,7 @@ internal sealed unsafe class ChannelRing : IDisposable
             return true;
         }
 
-        long tail = Volatile.Read(ref *(long*)(_outbound.Address + TailOffset));
+        long tail = Volatile.Read(ref *(long*)(_outbound + TailOffset));
         if (tail < _seenTail || tail > _head)
         {
             throw new ChannelProtocolException(
@@ -251,61 +255,103 @@ internal sealed unsafe class ChannelRing : IDisposable
     internal void Publish(RingEntry entry)
     {
         Debug.Assert(_head - _seenTail < Capacity, "published without room");
-        entry.Stamp = _head;
-        *(RingEntry*)(_outbound.Address + EntriesOffset + ((_head % Capacity) * EntrySize)) = entry;
+        RingEntry* slot = Slot(_outbound, _head);
+        entry.Stamp = EmptyStamp(_head); // the fields first, the slot still reads as empty...
+        *slot = entry;
         _head++;
-        Volatile.Write(ref *(long*)(_outbound.Address + HeadOffset), _head);
-        Interlocked.MemoryBarrier(); // the head store before the flag load (the consumer fences the other way)
-        if (Volatile.Read(ref *(int*)(_outbound.Address + SleepingOffset)) != 0)
+        Volatile.Write(ref slot->Stamp, _head); // ...then the stamp, with release semantics: this publishes the entry
+        Interlocked.MemoryBarrier(); // the stamp store before the flag load (the consumer fences the other way)
+        if (Volatile.Read(ref *(int*)(_outbound + SleepingOffset)) != 0)
         {
             WakesSent++;
             _ = Interop.Libc.SignalEventFd(_peerEvent); // a peer that broke its eventfd only misses its own wake-ups
         }
     }
 
+    /// <summary>The stamp a slot holds before the entry at <paramref name="position"/> is published: the previous lap's, or 0 on the first.</summary>
+    private static long EmptyStamp(long position) => position >= Capacity ? position + 1 - Capacity : 0;
+
+    private static RingEntry* Slot(nint region, long position) =>
+        (RingEntry*)(region + EntriesOffset + ((position % Capacity) * EntrySize));
+
     // ---- consuming (inside the channel's receive lock; between Enter and Exit) ----
 
-    /// <summary>Whether the peer published something we have not consumed (the head only, nothing checked).</summary>
-    internal bool HasInput() => Volatile.Read(ref *(long*)(_inbound.Address + HeadOffset)) != _tail;
+    /// <summary>Whether the slot at our tail no longer reads as empty (published, or corrupt: <see cref="TryRead"/> tells).</summary>
+    internal bool HasInput() => Volatile.Read(ref Slot(_inbound, _tail)->Stamp) != EmptyStamp(_tail);
 
-    /// <summary>Copies the next entry out, checks its position, and consumes it; false when there is none.</summary>
-    /// <exception cref="ChannelProtocolException">The head or the entry's stamp is corrupt.</exception>
+    /// <summary>Copies the next entry out, checks its stamp, and consumes it; false when there is none.</summary>
+    /// <exception cref="ChannelProtocolException">The slot's stamp is neither empty nor the entry's.</exception>
     internal bool TryRead(out RingEntry entry)
     {
-        long head = Volatile.Read(ref *(long*)(_inbound.Address + HeadOffset));
-        if (head == _tail)
+        RingEntry* slot = Slot(_inbound, _tail);
+        long stamp = Volatile.Read(ref slot->Stamp); // acquire: the fields are read after it
+        if (stamp == EmptyStamp(_tail))
         {
             entry = default;
             return false;
         }
 
-        if (head < _tail || head - _tail > Capacity)
+        if (stamp != _tail + 1)
         {
             throw new ChannelProtocolException(
-                ChannelErrorReason.RingCorrupt, $"The peer's head is {head}; our tail is {_tail} and the ring holds {Capacity} entries.");
+                ChannelErrorReason.RingCorrupt, $"The entry at position {_tail} is stamped {stamp}; it must read {EmptyStamp(_tail)} (empty) or {_tail + 1} (published).");
         }
 
-        entry = *(RingEntry*)(_inbound.Address + EntriesOffset + ((_tail % Capacity) * EntrySize)); // copied once
-        if (entry.Stamp != _tail)
+        entry = *slot; // copied once; what we act on is this copy
+        if (entry.Stamp != stamp)
         {
             throw new ChannelProtocolException(
-                ChannelErrorReason.RingCorrupt, $"The entry at position {_tail} is stamped {entry.Stamp}.");
+                ChannelErrorReason.RingCorrupt, $"The entry at position {_tail} was rewritten while it was read (stamp {stamp}, then {entry.Stamp}).");
         }
 
         _tail++;
-        Volatile.Write(ref *(long*)(_inbound.Address + TailOffset), _tail);
+        Volatile.Write(ref *(long*)(_inbound + TailOffset), _tail);
+        int roomWait = Volatile.Read(ref *(int*)(_inbound + RoomWaitOffset));
+        if (roomWait != 0 && roomWait != _roomWaitWoken)
+        {
+            // The peer waits for room and we just made some: wake it, once per wait. No fence between the tail's store
+            // and this load, so in a rare interleaving the peer misses this and finds the room at its next look (its
+            // sleep is bounded: see BeginRoomWait).
+            _roomWaitWoken = roomWait;
+            RoomWakesSent++;
+            _ = Interop.Libc.SignalEventFd(_peerEvent);
+        }
+
         return true;
     }
 
     /// <summary>Says in the peer's region whether we sleep; when <paramref name="sleeping"/>, fences before the caller re-checks.</summary>
     internal void SetSleeping(bool sleeping)
     {
-        Volatile.Write(ref *(int*)(_inbound.Address + SleepingOffset), sleeping ? 1 : 0);
+        Volatile.Write(ref *(int*)(_inbound + SleepingOffset), sleeping ? 1 : 0);
         if (sleeping)
         {
-            Interlocked.MemoryBarrier(); // the flag store before the head load (the producer fences the other way)
+            Interlocked.MemoryBarrier(); // the flag store before the stamp load (the producer fences the other way)
         }
     }
+
+    /// <summary>
+    /// Says in our region that we wait for room (a new number per wait), with a full fence before the caller looks at
+    /// the tail once more; the peer signals our eventfd when it consumes while the number is new to it. The caller
+    /// sleeps at most <see cref="RoomWaitSliceMs"/> at a time, so a signal the peer misses costs at most that.
+    /// </summary>
+    internal void BeginRoomWait()
+    {
+        int number = ++_roomWaits;
+        if (number == 0)
+        {
+            number = _roomWaits = 1; // 0 means no wait
+        }
+
+        Volatile.Write(ref *(int*)(_outbound + RoomWaitOffset), number);
+        Interlocked.MemoryBarrier(); // the number's store before the tail's load (Dekker's pattern, as for sleeping)
+    }
+
+    /// <summary>Ends a wait begun by <see cref="BeginRoomWait"/>.</summary>
+    internal void EndRoomWait() => Volatile.Write(ref *(int*)(_outbound + RoomWaitOffset), 0);
+
+    /// <summary>The longest a producer sleeps at once waiting for room before it looks at the tail again.</summary>
+    internal const int RoomWaitSliceMs = 1;
 
     /// <summary>Resets our eventfd after a wake-up.</summary>
     internal void DrainEvent() => Interop.Libc.DrainEventFd(_ourEvent);
@@ -318,31 +364,31 @@ internal sealed unsafe class ChannelRing : IDisposable
             return;
         }
 
-        _outbound.Dispose();
-        _inbound.Dispose();
+        _regions.Dispose();
         _ourEvent.Dispose();
         _peerEvent.Dispose();
     }
 
-    /// <summary>A shared mapping, unmapped when the last reference is released.</summary>
-    private sealed class MappedRegion : SafeHandle
+    /// <summary>Both shared mappings of the ring, unmapped when the last reference is released.</summary>
+    private sealed class MappedRegions : SafeHandle
     {
-        private readonly long _length;
-
-        internal MappedRegion(nint address, long length)
+        internal MappedRegions(nint outbound, nint inbound)
             : base(IntPtr.Zero, ownsHandle: true)
         {
-            SetHandle(address);
-            _length = length;
+            SetHandle(outbound);
+            Inbound = inbound;
         }
 
-        internal nint Address => handle;
+        internal nint Outbound => handle;
+
+        internal nint Inbound { get; }
 
         public override bool IsInvalid => handle == IntPtr.Zero;
 
         protected override bool ReleaseHandle()
         {
-            Interop.Libc.Unmap(handle, _length);
+            Interop.Libc.Unmap(handle, RegionSize);
+            Interop.Libc.Unmap(Inbound, RegionSize);
             return true;
         }
     }

@@ -176,6 +176,20 @@ public readonly unsafe struct ReceivedFrame
         }
     }
 
+    /// <summary>
+    /// Begins a CPU access to the frame, as <see cref="DmaBufHandle.BeginCpuAccess"/> does for the buffer (the
+    /// dma-buf's cache synchronisation where it is one), without making a handle for the delivery.
+    /// </summary>
+    /// <exception cref="ObjectDisposedException">The delivery was disposed.</exception>
+    public void BeginCpuAccess(CpuAccess access) => Buffer().BeginCpuAccess(access);
+
+    /// <summary>Ends a CPU access begun by <see cref="BeginCpuAccess"/>.</summary>
+    /// <exception cref="ObjectDisposedException">The delivery was disposed.</exception>
+    public void EndCpuAccess(CpuAccess access) => Buffer().EndCpuAccess(access);
+
+    private DmaBufHandle Buffer() =>
+        Live().Reference ?? throw new InvalidOperationException("This frame's mapping holds no buffer reference to synchronise through.");
+
     private FrameMapping Live()
     {
         FrameLease? lease = _lease;

@@ -98,7 +98,7 @@ internal static class WireFormat
                 break;
             case MessageType.RingSetup:
                 BinaryPrimitives.WriteInt64LittleEndian(d[16..], m.Size);
-                BinaryPrimitives.WriteUInt64LittleEndian(d[24..], m.UserData); // capacity << 32 | entry size
+                BinaryPrimitives.WriteUInt64LittleEndian(d[24..], m.UserData); // capacity << 32 | version << 16 | entry size
                 break;
         }
 

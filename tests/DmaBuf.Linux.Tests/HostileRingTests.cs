@@ -1,7 +1,7 @@
 namespace DmaBuf.Linux.Tests;
 
 /// <summary>
-/// A peer that writes whatever it likes into the shared control ring: bad heads and tails, entries not stamped with
+/// A peer that writes whatever it likes into the shared control ring: bad stamps and tails, entries not stamped with
 /// their position, unknown ids and kinds, sequences going back, descriptors announced and never sent, random bytes while
 /// frames flow. Each ends that connection only, with a typed reason, and leaks nothing.
 /// </summary>
@@ -11,15 +11,15 @@ public sealed class HostileRingTests
     private static readonly TimeSpan s_guard = Background<int>.Guard;
 
     [Fact]
-    public void HeadBeyondTheCapacity_IsRingCorrupt()
+    public void SlotStampedALapAhead_IsRingCorrupt()
     {
-        AssertRefused(ChannelErrorReason.RingCorrupt, peer => peer.WriteHead(ChannelRing.Capacity + 1));
+        AssertRefused(ChannelErrorReason.RingCorrupt, peer => peer.WriteStamp(position: 0, stamp: ChannelRing.Capacity + 1));
     }
 
     [Fact]
-    public void HeadGoingBack_IsRingCorrupt()
+    public void SlotStampedBehindItsPosition_IsRingCorrupt()
     {
-        AssertRefused(ChannelErrorReason.RingCorrupt, peer => peer.WriteHead(-1));
+        AssertRefused(ChannelErrorReason.RingCorrupt, peer => peer.WriteStamp(position: 0, stamp: -1));
     }
 
     [Fact]
@@ -301,9 +301,7 @@ public sealed class HostileRingTests
     /// <summary>A raw peer of the ring transport: its own region, written by hand; our channel on the other end.</summary>
     internal sealed unsafe class RawRingPeer : IDisposable
     {
-        internal static readonly WireMessage Setup = new(
-            MessageType.RingSetup, MessageFlags.FdAttached, Size: ChannelRing.RegionSize,
-            UserData: ((ulong)ChannelRing.Capacity << 32) | ChannelRing.EntrySize);
+        internal static readonly WireMessage Setup = BufferChannel.SetupMessage();
 
         private readonly ChannelSocket _socket;
         private readonly nint _region;   // the peer's region: we are its producer
@@ -340,15 +338,20 @@ public sealed class HostileRingTests
 
         public BufferChannel Channel { get; }
 
+        /// <summary>Writes the entry at the next position, then its stamp (by default the position plus one, as the ring's producer does).</summary>
         public void Publish(RingEntry entry, long? stamp = null)
         {
-            entry.Stamp = stamp ?? _head;
-            *(RingEntry*)(_region + ChannelRing.EntriesOffset + ((_head % ChannelRing.Capacity) * ChannelRing.EntrySize)) = entry;
+            RingEntry* slot = SlotOf(_head);
+            entry.Stamp = slot->Stamp;
+            *slot = entry;
             _head++;
-            Volatile.Write(ref *(long*)(_region + ChannelRing.HeadOffset), _head);
+            Volatile.Write(ref slot->Stamp, stamp ?? _head);
         }
 
-        public void WriteHead(long head) => Volatile.Write(ref *(long*)(_region + ChannelRing.HeadOffset), head);
+        public void WriteStamp(long position, long stamp) => Volatile.Write(ref SlotOf(position)->Stamp, stamp);
+
+        private RingEntry* SlotOf(long position) =>
+            (RingEntry*)(_region + ChannelRing.EntriesOffset + ((position % ChannelRing.Capacity) * ChannelRing.EntrySize));
 
         public void WriteOurTail(long tail) => Volatile.Write(ref *(long*)(_ours + ChannelRing.TailOffset), tail);
 

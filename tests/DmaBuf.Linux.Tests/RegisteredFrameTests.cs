@@ -102,10 +102,13 @@ public sealed class RegisteredFrameTests
         second.Dispose();
         Assert.Throws<ObjectDisposedException>(() => stale.Span[0]);
         Assert.Throws<ObjectDisposedException>(() => second.Frame.Length);
+        Assert.Throws<ObjectDisposedException>(() => stale.BeginCpuAccess(CpuAccess.Read));
 
         world.Sender.SendBuffer(buffer);
         using var third = (ReceivedBuffer)world.Receiver.Receive(s_guard)!; // reuses the pooled lease of the second
+        third.Frame.BeginCpuAccess(CpuAccess.Read); // the bracket works through the frame, no handle made for it
         Assert.Equal(0x5a, third.Frame.Span[7]);
+        third.Frame.EndCpuAccess(CpuAccess.Read);
         Assert.Throws<ObjectDisposedException>(() => stale.Span[0]); // still stale, though the lease now serves the third
         Assert.Equal(buffer.Buffer.GetLinuxBuffer().Identity, third.Handle.Buffer.GetLinuxBuffer().Identity); // made on demand
     }

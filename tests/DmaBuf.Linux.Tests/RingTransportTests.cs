@@ -64,6 +64,60 @@ public sealed class RingTransportTests
         }
     }
 
+    [Theory]
+    [InlineData(RingWait.Block)]
+    [InlineData(RingWait.Hybrid)]
+    public void ASenderWaitingForRoomInAFullRing_IsSignalledWhenTheReceiverConsumes(RingWait wait)
+    {
+        using var world = new RingWorld(wait);
+        using DmaBufHandle buffer = world.Exporter.Allocate(Size);
+        int count = ChannelRing.Capacity + 8;
+        var sending = Background<int>.Start(() =>
+        {
+            for (int i = 0; i < count; i++)
+            {
+                world.Sender.SendBuffer(buffer, userData: (ulong)i);
+            }
+
+            return count;
+        });
+
+        // The ring fills: the send after the last entry that fits waits for room (begun, so outstanding).
+        SpinWait.SpinUntil(() => world.Sender.OutstandingDeliveries > ChannelRing.Capacity, s_guard);
+        Assert.Equal(ChannelRing.Capacity + 1, world.Sender.OutstandingDeliveries);
+        Thread.Sleep(20); // past the spin budget: the sender sleeps on its eventfd now
+        Assert.Equal(0, world.Receiver.WakeUpsSent);
+
+        var received = new List<ReceivedBuffer>();
+        try
+        {
+            for (int i = 0; i < count; i++)
+            {
+                var r = (ReceivedBuffer)world.Receiver.Receive(s_guard)!;
+                Assert.Equal((ulong)i, r.UserData);
+                received.Add(r);
+            }
+
+            Assert.Equal(count, sending.Result);
+            Assert.True(world.Receiver.WakeUpsSent >= 1, "the receiver never signalled the sender waiting for room");
+        }
+        finally
+        {
+            var releases = Background<int>.Start(() =>
+            {
+                int n = 0;
+                while (n < received.Count && world.Sender.Receive(s_guard) is { } m)
+                {
+                    n += m is BufferReleased ? 1 : 0;
+                }
+
+                return n;
+            });
+            received.ForEach(r => r.Dispose());
+            Assert.Equal(received.Count, releases.Result);
+        }
+    }
+
     [Fact]
     public void Forget_ThenSendAgain_CarriesTheFdAgain_InOrder()
     {

@@ -44,7 +44,7 @@ internal static class SharedMemoryFloor
 
             if (k > warmup)
             {
-                times[k - warmup - 1] = Stopwatch.GetElapsedTime(t0).TotalMicroseconds;
+                times[k - warmup - 1] = Handoffs.MicrosecondsSince(t0);
             }
         }
 

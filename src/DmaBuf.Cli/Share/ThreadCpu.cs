@@ -31,8 +31,8 @@ internal static partial class ThreadCpu
 
 /// <summary>
 /// What a consumer thread spends in CPU per frame on the transport: its CPU time from the end of one frame (released)
-/// to the arrival of the next, the wait and the receive included (a spinning wait costs its CPU, a sleeping one almost
-/// none), the consumer's own work on the frame (map, verify) not.
+/// to the acknowledgement of the next, the wait, the receive and the acknowledgement included (a spinning wait costs
+/// its CPU, a sleeping one almost none), the consumer's own work on the frame (the check of its bytes) not.
 /// </summary>
 internal sealed class FrameCpu
 {
@@ -40,7 +40,7 @@ internal sealed class FrameCpu
     private long _total;
     private int _frames;
 
-    /// <summary>A frame arrived (on the consuming thread): ends the wait begun by <see cref="Done"/>.</summary>
+    /// <summary>A frame arrived and was acknowledged (on the consuming thread): ends the wait begun by <see cref="Done"/>.</summary>
     public void Arrived()
     {
         if (_waitStart >= 0)
