@@ -182,6 +182,11 @@ public sealed partial class BufferChannel
     /// </summary>
     private void WaitForRoom(ChannelRing ring, MessageType type, Deadline deadline)
     {
+        if (HasRoomClosing(ring))
+        {
+            return; // the usual case: no clock read, no spin state
+        }
+
         var spin = default(SpinWait);
         long spinUntil = _wait switch
         {

@@ -4,6 +4,7 @@
 // ledger never disposes anything itself: every method that drops a reference returns it, and the caller disposes it
 // outside the lock.
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 
 namespace DmaBuf.Linux;
 
@@ -218,7 +219,7 @@ internal sealed class ChannelLedger<T>
 
             long sequence = ++_nextSequence;
             _outstanding.Add((id, sequence), false);
-            _outstandingPerBuffer[id] = _outstandingPerBuffer.GetValueOrDefault(id) + 1;
+            CollectionsMarshal.GetValueRefOrAddDefault(_outstandingPerBuffer, id, out _)++;
             AssertInvariantsLocked();
             return new SendTicket(id, sequence, withFd, registration);
         }
@@ -229,9 +230,10 @@ internal sealed class ChannelLedger<T>
     {
         lock (_lock)
         {
-            if (_outstanding.ContainsKey((ticket.Id, ticket.Sequence)))
+            ref bool delivered = ref CollectionsMarshal.GetValueRefOrNullRef(_outstanding, (ticket.Id, ticket.Sequence));
+            if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref delivered))
             {
-                _outstanding[(ticket.Id, ticket.Sequence)] = true;
+                delivered = true; // not there: close came first and dropped it
             }
 
             AssertInvariantsLocked();
@@ -285,9 +287,12 @@ internal sealed class ChannelLedger<T>
     internal void BeginControl()
     {
         RequireSendOrder();
-        lock (_lock)
+        if (Volatile.Read(ref _closed) || _goodbyeSent) // the goodbye changes only inside the send order, which we hold
         {
-            ThrowIfCannotSendLocked();
+            lock (_lock)
+            {
+                ThrowIfCannotSendLocked();
+            }
         }
     }
 
@@ -586,14 +591,14 @@ internal sealed class ChannelLedger<T>
 
     private bool DecrementOutstandingLocked(long id)
     {
-        int left = _outstandingPerBuffer[id] - 1;
-        if (left == 0)
+        ref int left = ref CollectionsMarshal.GetValueRefOrNullRef(_outstandingPerBuffer, id);
+        Debug.Assert(!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref left), "an outstanding delivery without its buffer's count");
+        if (--left == 0)
         {
             _outstandingPerBuffer.Remove(id);
             return true;
         }
 
-        _outstandingPerBuffer[id] = left;
         return false;
     }
 
