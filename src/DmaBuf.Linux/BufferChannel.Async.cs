@@ -125,8 +125,11 @@ public sealed partial class BufferChannel : IAsyncDisposable
     {
         if (ringFull)
         {
-            // The consumer signals nothing when it frees a ring slot (a full ring is a stalled peer), so look again soon.
-            await Task.Delay(1, cancellationToken).ConfigureAwait(false);
+            if (_ring is ChannelRing ring)
+            {
+                await WaitForRingRoomAsync(ring, deadline, cancellationToken).ConfigureAwait(false);
+            }
+
             return;
         }
 
@@ -142,6 +145,60 @@ public sealed partial class BufferChannel : IAsyncDisposable
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
             // the deadline: the caller tries once more, then reports the time-out
+        }
+    }
+
+    /// <summary>
+    /// Says in the ring that we wait for room, then awaits our eventfd (the consumer's signal when it frees a slot) for
+    /// at most <see cref="ChannelRing.RoomWaitSliceMs"/>: a signal missed, or reset by a receiver of this channel, costs
+    /// no more than that. The caller then tries the send again.
+    /// </summary>
+    private async Task WaitForRingRoomAsync(ChannelRing ring, Deadline deadline, CancellationToken cancellationToken)
+    {
+        if (!ring.Enter())
+        {
+            return; // closed: the next try reports it
+        }
+
+        try
+        {
+            ring.BeginRoomWait();
+            if (HasRoomClosing(ring))
+            {
+                return;
+            }
+
+            using var slice = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            slice.CancelAfter(deadline.IsNever ? ChannelRing.RoomWaitSliceMs : Math.Clamp(deadline.RemainingMilliseconds, 1, ChannelRing.RoomWaitSliceMs));
+            try
+            {
+                await ReadinessPoller.Shared.WaitAsync(ring.Event, ring.Event, slice.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                return; // the slice ended: look again
+            }
+
+            if (_receiveGate.TryEnter()) // nobody receives: the signal is ours to reset
+            {
+                try
+                {
+                    ring.DrainEvent();
+                }
+                finally
+                {
+                    _receiveGate.Exit();
+                }
+            }
+        }
+        catch (ObjectDisposedException)
+        {
+            // closed meanwhile: the next try reports it
+        }
+        finally
+        {
+            ring.EndRoomWait();
+            ring.Exit();
         }
     }
 

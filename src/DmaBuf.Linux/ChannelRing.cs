@@ -92,7 +92,7 @@ internal sealed unsafe class ChannelRing : IDisposable
     private long _head;       // next position we publish (outbound)
     private long _seenTail;   // the peer's tail as last read and checked (outbound)
     private long _tail;       // next position we consume (inbound)
-    private int _roomWaits;   // our waits for room so far (outbound): each is numbered in the region
+    private int _roomWaits;   // our waits for room so far (outbound): each is numbered in the region (wraps)
     private int _roomWaitWoken; // the peer's wait for room we last signalled (inbound)
     private int _disposed;
 
@@ -337,10 +337,10 @@ internal sealed unsafe class ChannelRing : IDisposable
     /// </summary>
     internal void BeginRoomWait()
     {
-        int number = ++_roomWaits;
+        int number = Interlocked.Increment(ref _roomWaits); // async senders wait outside the send order
         if (number == 0)
         {
-            number = _roomWaits = 1; // 0 means no wait
+            number = Interlocked.Increment(ref _roomWaits); // 0 means no wait
         }
 
         Volatile.Write(ref *(int*)(_outbound + RoomWaitOffset), number);

@@ -70,4 +70,37 @@ public sealed class ChannelAsyncSendTests
             Assert.Equal(1, sender.Statistics.FdsSent);
         }
     }
+
+    [Fact]
+    public async Task AnAsyncSendWaitingForRoomInTheRing_IsSignalledWhenTheReceiverConsumes()
+    {
+        var exporter = new MemfdExporter(new MmapCache());
+        (BufferChannel sender, BufferChannel receiver) = BufferChannel.CreatePair(
+            new BufferChannelOptions { Transport = ChannelTransport.Ring, SendTimeout = TimeSpan.FromSeconds(60) },
+            new BufferChannelOptions { Transport = ChannelTransport.Ring, ImportCache = new ImportCache(new MmapCache()) });
+        using (sender)
+        using (receiver)
+        using (DmaBufHandle buffer = exporter.Allocate(Size))
+        {
+            int sent = 0;
+            ValueTask<long> pending;
+            while ((pending = sender.SendBufferAsync(buffer, userData: (ulong)sent, cancellationToken: TestContext.Current.CancellationToken)).IsCompleted)
+            {
+                await pending;
+                sent++;
+            }
+
+            Assert.Equal(ChannelRing.Capacity, sent); // the ring is full: the next send waits for room
+            Task<long> waiting = pending.AsTask();
+            await Task.Delay(20, TestContext.Current.CancellationToken);
+            Assert.Equal(0, receiver.WakeUpsSent);
+
+            using (var first = (ReceivedBuffer)receiver.Receive(s_guard)!)
+            {
+                Assert.Equal(0UL, first.UserData);
+                await waiting.WaitAsync(s_guard, TestContext.Current.CancellationToken);
+                Assert.True(receiver.WakeUpsSent >= 1, "the receiver never signalled the send waiting for room");
+            }
+        }
+    }
 }
