@@ -20,6 +20,7 @@ public sealed class LeaseCoyoteTests
     [InlineData(nameof(LeaseRace.LeaseVersusPeerForgetAsync))]
     [InlineData(nameof(LeaseRace.LeaseDisposeVersusCloseAsync))]
     [InlineData(nameof(LeaseRace.LeaseVersusRedeliveryAsync))]
+    [InlineData(nameof(LeaseRace.TwoDisposalsVersusRedeliveryAsync))]
     [InlineData(nameof(LeaseRace.CloseVersusLeaseAsync))]
     public void LeaseRace_CoyoteSystematic_FrameReadsRightAndTheMappingGoesOnce(string scenario)
     {

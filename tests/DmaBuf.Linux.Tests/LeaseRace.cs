@@ -107,6 +107,37 @@ internal static class LeaseRace
     }
 
     /// <summary>
+    /// One delivery's lease disposed on two threads at once while a third takes the id's next delivery, which may get
+    /// the same pooled lease back: only one disposal ends the use, and the next delivery's frame stays live until its
+    /// own disposal, whichever disposal comes last.
+    /// </summary>
+    public static async Task TwoDisposalsVersusRedeliveryAsync()
+    {
+        var (ledger, reference, unmap) = Registered();
+        FrameLease first = ledger.LeaseRegistered(Id, Size)!;
+        int firstGeneration = first.Generation;
+        Task[] all =
+        [
+            Task.Run(() => first.Dispose(firstGeneration)),
+            Task.Run(() => first.Dispose(firstGeneration)),
+            Task.Run(() =>
+            {
+                FrameLease next = ledger.LeaseRegistered(Id, Size)!;
+                int generation = next.Generation;
+                ReadLive(next, generation, "the next delivery");
+                ReadLive(next, generation, "the next delivery, again");
+                next.Dispose(generation);
+            }),
+        ];
+        await Task.WhenAll(all);
+
+        Specification.Assert(unmap.Disposals == 0, "the mapping went while registered");
+        ledger.OnPeerForget(Id, out FrameMapping? mapping).Dispose();
+        mapping!.Retire();
+        AssertAllGoneOnce(ledger, reference, unmap);
+    }
+
+    /// <summary>
     /// The channel closes while a delivery leases the mapping: the lease is refused (closed first) or reads the frame
     /// until its disposal, never the poison; the mapping goes exactly once.
     /// </summary>
