@@ -1,0 +1,364 @@
+using System.Text;
+using CsCheck;
+
+namespace DmaBuf.Linux.Tests;
+
+/// <summary>
+/// A channel's receive side against a plain model, with a raw socket as the peer: random sequences of the peer's
+/// buffer messages (with the descriptor or id-only, of a known or unknown id, of the right or a wrong size, with no
+/// fence, with a memfd posing as the fence, or with the fence flag and no fence descriptor), its forgets, and our reads
+/// of each delivery's frame, waits for its fence, and disposals. Checked after every step: the result (a delivery, or
+/// the typed reason that closed the connection), whether the connection is closed and why, the registrations, and for
+/// every delivery ever received whether its frame reads the sender's bytes or is refused, as the model says (a delivery
+/// keeps its frame through the peer's forget and through close, until its own Dispose). At the end, with every channel
+/// disposed, no descriptor or mapping is left.
+/// </summary>
+/// <remarks>This host has no sync_file to send (no sw_sync, dma-heap or udmabuf), so a fence that is really one is
+/// covered by the kernel tests' CrossProcessFenceTests; here every delivery that gets through has none.</remarks>
+public sealed class ChannelDeliveryModelTests
+{
+    private const long Page = 4096;
+
+    // 300 random sequences in CI (each opens a socket pair and maps real memfds); a longer run sets
+    // DMABUF_CHANNEL_MODEL_ITERATIONS.
+    private static readonly long Iterations =
+        long.TryParse(Environment.GetEnvironmentVariable("DMABUF_CHANNEL_MODEL_ITERATIONS"), out long n) && n > 0 ? n : 300;
+
+    private static readonly TimeSpan s_guard = Background<int>.Guard;
+
+    private static readonly List<Actual> s_worlds = [];
+
+    internal enum Fence
+    {
+        None,
+        MemfdAsFence,
+        FlagWithoutDescriptor,
+    }
+
+    [Fact]
+    public void Deliveries_AgreeWithAPlainModel_AfterEveryStep_AndNothingIsLeft()
+    {
+        using (var warm = new Actual())
+        {
+            warm.PeerBuffer(1, withFd: true, wrongSize: false, Fence.None);
+            warm.PeerBuffer(1, withFd: false, wrongSize: false, Fence.MemfdAsFence);
+        }
+
+        ProcessSnapshot before = ProcessSnapshot.Take();
+        try
+        {
+            Gen.Const(0).Select(_ => (new Actual(), new Model()))
+                .SampleModelBased(
+                    [
+                        Gen.Select(Gen.Int[1, 3], Gen.Int[0, 2], Gen.Int[0, 5], Gen.Int[0, 7]).Operation<Actual, Model>(
+                            p => $"PeerBuffer({p.Item1}, fd {p.Item2 == 0}, wrong size {p.Item3 == 0}, fence {FenceOf(p.Item4)})",
+                            (a, p) => a.PeerBuffer(p.Item1, withFd: p.Item2 == 0, wrongSize: p.Item3 == 0, FenceOf(p.Item4)),
+                            (m, p) => m.PeerBuffer(p.Item1, withFd: p.Item2 == 0, wrongSize: p.Item3 == 0, FenceOf(p.Item4))),
+                        Gen.Int[1, 3].Operation<Actual, Model>(id => $"PeerForget({id})", (a, id) => a.PeerForget(id), (m, id) => m.PeerForget(id)),
+                        Gen.Int[0, 7].Operation<Actual, Model>(k => $"Read(delivery {k})", (a, k) => a.Read(k), (m, k) => m.Read(k)),
+                        Gen.Int[0, 7].Operation<Actual, Model>(k => $"WaitForFence(delivery {k})", (a, k) => a.WaitForFence(k), (m, k) => m.WaitForFence(k)),
+                        Gen.Int[0, 7].Operation<Actual, Model>(k => $"Dispose(delivery {k})", (a, k) => a.Dispose(k), (m, k) => m.Dispose(k)),
+                    ],
+                    equal: Agree,
+                    iter: Iterations,
+                    threads: 1,
+                    seed: Environment.GetEnvironmentVariable("DMABUF_LEDGER_SEED"),
+                    printActual: a => a.ToString(),
+                    printModel: m => m.ToString());
+        }
+        finally
+        {
+            lock (s_worlds)
+            {
+                s_worlds.ForEach(w => w.Dispose());
+                s_worlds.Clear();
+            }
+        }
+
+        before.AssertNothingHeldSince("after every sequence's channel and deliveries were disposed");
+    }
+
+    private static Fence FenceOf(int k) => k switch { 0 => Fence.MemfdAsFence, 1 => Fence.FlagWithoutDescriptor, _ => Fence.None };
+
+    private static long SizeOf(long id) => id * Page;
+
+    private static byte PatternOf(long id) => (byte)(0x30 + id);
+
+    private static bool Agree(Actual a, Model m)
+    {
+        BufferChannel c = a.Peer.Channel;
+        if (a.Last != m.Last || c.IsClosed != m.Closed || c.CloseReason != m.CloseReason || c.RegisteredBuffers != m.Registered.Count
+            || a.Deliveries.Count != m.Deliveries.Count)
+        {
+            return false;
+        }
+
+        for (int k = 0; k < a.Deliveries.Count; k++)
+        {
+            (ReceivedBuffer got, bool disposed) = a.Deliveries[k];
+            if (disposed != m.Deliveries[k].Disposed || got.RemoteBufferId != m.Deliveries[k].Id || got.Fence is not null || !got.HasFrame)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>The channel under test with a raw peer, and what the application holds.</summary>
+    internal sealed class Actual : IDisposable
+    {
+        private readonly MemfdExporter _exporter = new(new MmapCache());
+        private long _sequence;
+
+        public Actual()
+        {
+            Peer = new RawPeer(new ImportCache(new MmapCache()));
+            lock (s_worlds)
+            {
+                s_worlds.Add(this);
+            }
+        }
+
+        public RawPeer Peer { get; }
+
+        /// <summary>Every delivery received, and whether the application disposed it.</summary>
+        public List<(ReceivedBuffer Buffer, bool Disposed)> Deliveries { get; } = [];
+
+        public string Last { get; private set; } = "";
+
+        public void PeerBuffer(long id, bool withFd, bool wrongSize, Fence fence) => FromPeer(() =>
+        {
+            MessageFlags flags = (withFd ? MessageFlags.FdAttached : MessageFlags.None) | (fence == Fence.None ? MessageFlags.None : MessageFlags.FenceAttached);
+            long size = wrongSize && !withFd ? SizeOf(id) + Page : SizeOf(id);
+            byte[] message = RawPeer.Encode(new WireMessage(MessageType.Buffer, flags, id, ++_sequence, size, (ulong)id));
+            using DmaBufHandle buffer = _exporter.Allocate(SizeOf(id));
+            using (CpuMapping w = buffer.MapCpu())
+            {
+                w.Span.Fill(PatternOf(id));
+            }
+
+            using SafeFdHandle notAFence = RawPeer.SealedMemfd(Page);
+            var fds = new List<SafeFdHandle>();
+            if (withFd)
+            {
+                fds.Add(buffer.Buffer.GetLinuxBuffer().Fd);
+            }
+
+            if (fence == Fence.MemfdAsFence)
+            {
+                fds.Add(notAFence);
+            }
+
+            Peer.Send(message, [.. fds]);
+            var got = (ReceivedBuffer)Peer.Channel.Receive(s_guard)!;
+            Deliveries.Add((got, false));
+            return $"delivered {got.RemoteBufferId}, fd {got.CarriedFd}";
+        });
+
+        public void PeerForget(long id) => FromPeer(() =>
+        {
+            Peer.Send(RawPeer.Encode(new WireMessage(MessageType.Forget, BufferId: id)));
+            try
+            {
+                Peer.Channel.Receive(TimeSpan.Zero);
+                return "a message came";
+            }
+            catch (TimeoutException)
+            {
+                return "forgot"; // handled; nothing for the application
+            }
+        });
+
+        public void Read(int k) => Do(() =>
+        {
+            if (Deliveries.Count == 0)
+            {
+                return "none";
+            }
+
+            ReceivedBuffer got = Deliveries[k % Deliveries.Count].Buffer;
+            try
+            {
+                Span<byte> bytes = got.Frame.Span;
+                return $"read {bytes.Length} x {bytes[0]:x2}..{bytes[^1]:x2}";
+            }
+            catch (ObjectDisposedException)
+            {
+                return "disposed";
+            }
+        });
+
+        public void WaitForFence(int k) => Do(() =>
+        {
+            if (Deliveries.Count == 0)
+            {
+                return "none";
+            }
+
+            try
+            {
+                return Deliveries[k % Deliveries.Count].Buffer.WaitForFence(TimeSpan.Zero) ? "signaled" : "not signaled";
+            }
+            catch (ObjectDisposedException)
+            {
+                return "disposed";
+            }
+        });
+
+        public void Dispose(int k) => Do(() =>
+        {
+            if (Deliveries.Count == 0)
+            {
+                return "none";
+            }
+
+            int i = k % Deliveries.Count;
+            Deliveries[i].Buffer.Dispose(); // again when disposed before: a no-op
+            Deliveries[i] = (Deliveries[i].Buffer, true);
+            return "disposed";
+        });
+
+        public void Dispose()
+        {
+            Deliveries.ForEach(d => d.Buffer.Dispose());
+            Peer.Dispose();
+        }
+
+        public override string ToString() =>
+            $"last '{Last}', closed {Peer.Channel.IsClosed} ({Peer.Channel.CloseReason}), registered {Peer.Channel.RegisteredBuffers}, " +
+            $"deliveries [{string.Join(",", Deliveries.Select(d => $"{d.Buffer.RemoteBufferId}{(d.Disposed ? "x" : "")}"))}]";
+
+        private void FromPeer(Func<string> step)
+        {
+            if (Peer.Channel.IsClosed)
+            {
+                Last = "closed"; // the peer's messages go nowhere after close; ours still work
+                return;
+            }
+
+            Do(step);
+        }
+
+        private void Do(Func<string> step)
+        {
+            try
+            {
+                Last = step();
+            }
+            catch (ChannelProtocolException e)
+            {
+                Last = "refused " + e.Reason;
+            }
+        }
+    }
+
+    /// <summary>What the receive side should do, in the plainest terms.</summary>
+    internal sealed class Model
+    {
+        public HashSet<long> Registered { get; } = [];
+
+        public List<(long Id, bool Disposed)> Deliveries { get; } = [];
+
+        public bool Closed { get; private set; }
+
+        public ChannelErrorReason CloseReason { get; private set; }
+
+        public string Last { get; private set; } = "";
+
+        public void PeerBuffer(long id, bool withFd, bool wrongSize, Fence fence)
+        {
+            if (Closed)
+            {
+                Last = "closed";
+            }
+            else if (fence == Fence.FlagWithoutDescriptor)
+            {
+                Refuse(ChannelErrorReason.MissingFd); // the count of descriptors is checked first
+            }
+            else if (fence == Fence.MemfdAsFence)
+            {
+                Refuse(ChannelErrorReason.NotASyncFile); // then the fence, before the buffer is looked at
+            }
+            else if (withFd && Registered.Contains(id))
+            {
+                Refuse(ChannelErrorReason.DuplicateBufferId);
+            }
+            else if (!withFd && !Registered.Contains(id))
+            {
+                Refuse(ChannelErrorReason.UnknownBufferId);
+            }
+            else if (!withFd && wrongSize)
+            {
+                Refuse(ChannelErrorReason.BadBufferSize);
+            }
+            else
+            {
+                Registered.Add(id);
+                Deliveries.Add((id, false));
+                Last = $"delivered {id}, fd {withFd}";
+            }
+        }
+
+        public void PeerForget(long id)
+        {
+            if (Closed)
+            {
+                Last = "closed";
+            }
+            else if (!Registered.Remove(id))
+            {
+                Refuse(ChannelErrorReason.UnknownBufferId);
+            }
+            else
+            {
+                Last = "forgot";
+            }
+        }
+
+        public void Read(int k)
+        {
+            if (Deliveries.Count == 0)
+            {
+                Last = "none";
+                return;
+            }
+
+            (long id, bool disposed) = Deliveries[k % Deliveries.Count];
+            byte p = PatternOf(id);
+            Last = disposed ? "disposed" : $"read {SizeOf(id)} x {p:x2}..{p:x2}"; // through forget and close alike
+        }
+
+        public void WaitForFence(int k) =>
+            Last = Deliveries.Count == 0 ? "none" : Deliveries[k % Deliveries.Count].Disposed ? "disposed" : "signaled";
+
+        public void Dispose(int k)
+        {
+            if (Deliveries.Count == 0)
+            {
+                Last = "none";
+                return;
+            }
+
+            int i = k % Deliveries.Count;
+            Deliveries[i] = (Deliveries[i].Id, true);
+            Last = "disposed";
+        }
+
+        public override string ToString()
+        {
+            var s = new StringBuilder();
+            s.Append($"last '{Last}', closed {Closed} ({CloseReason}), registered [{string.Join(",", Registered.Order())}], ");
+            s.Append($"deliveries [{string.Join(",", Deliveries.Select(d => $"{d.Id}{(d.Disposed ? "x" : "")}"))}]");
+            return s.ToString();
+        }
+
+        private void Refuse(ChannelErrorReason reason)
+        {
+            Closed = true;
+            CloseReason = reason;
+            Registered.Clear();
+            Last = "refused " + reason;
+        }
+    }
+}
