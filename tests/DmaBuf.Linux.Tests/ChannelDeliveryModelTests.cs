@@ -28,7 +28,7 @@ public sealed class ChannelDeliveryModelTests
 
     private static readonly List<Actual> s_worlds = [];
 
-    internal enum Fence
+    internal enum FenceSent
     {
         None,
         MemfdAsFence,
@@ -40,8 +40,8 @@ public sealed class ChannelDeliveryModelTests
     {
         using (var warm = new Actual())
         {
-            warm.PeerBuffer(1, withFd: true, wrongSize: false, Fence.None);
-            warm.PeerBuffer(1, withFd: false, wrongSize: false, Fence.MemfdAsFence);
+            warm.PeerBuffer(1, withFd: true, wrongSize: false, FenceSent.None);
+            warm.PeerBuffer(1, withFd: false, wrongSize: false, FenceSent.MemfdAsFence);
         }
 
         ProcessSnapshot before = ProcessSnapshot.Take();
@@ -78,7 +78,7 @@ public sealed class ChannelDeliveryModelTests
         before.AssertNothingHeldSince("after every sequence's channel and deliveries were disposed");
     }
 
-    private static Fence FenceOf(int k) => k switch { 0 => Fence.MemfdAsFence, 1 => Fence.FlagWithoutDescriptor, _ => Fence.None };
+    private static FenceSent FenceOf(int k) => k switch { 0 => FenceSent.MemfdAsFence, 1 => FenceSent.FlagWithoutDescriptor, _ => FenceSent.None };
 
     private static long SizeOf(long id) => id * Page;
 
@@ -127,9 +127,9 @@ public sealed class ChannelDeliveryModelTests
 
         public string Last { get; private set; } = "";
 
-        public void PeerBuffer(long id, bool withFd, bool wrongSize, Fence fence) => FromPeer(() =>
+        public void PeerBuffer(long id, bool withFd, bool wrongSize, FenceSent fence) => FromPeer(() =>
         {
-            MessageFlags flags = (withFd ? MessageFlags.FdAttached : MessageFlags.None) | (fence == Fence.None ? MessageFlags.None : MessageFlags.FenceAttached);
+            MessageFlags flags = (withFd ? MessageFlags.FdAttached : MessageFlags.None) | (fence == FenceSent.None ? MessageFlags.None : MessageFlags.FenceAttached);
             long size = wrongSize && !withFd ? SizeOf(id) + Page : SizeOf(id);
             byte[] message = RawPeer.Encode(new WireMessage(MessageType.Buffer, flags, id, ++_sequence, size, (ulong)id));
             using DmaBufHandle buffer = _exporter.Allocate(SizeOf(id));
@@ -145,7 +145,7 @@ public sealed class ChannelDeliveryModelTests
                 fds.Add(buffer.Buffer.GetLinuxBuffer().Fd);
             }
 
-            if (fence == Fence.MemfdAsFence)
+            if (fence == FenceSent.MemfdAsFence)
             {
                 fds.Add(notAFence);
             }
@@ -266,17 +266,17 @@ public sealed class ChannelDeliveryModelTests
 
         public string Last { get; private set; } = "";
 
-        public void PeerBuffer(long id, bool withFd, bool wrongSize, Fence fence)
+        public void PeerBuffer(long id, bool withFd, bool wrongSize, FenceSent fence)
         {
             if (Closed)
             {
                 Last = "closed";
             }
-            else if (fence == Fence.FlagWithoutDescriptor)
+            else if (fence == FenceSent.FlagWithoutDescriptor)
             {
                 Refuse(ChannelErrorReason.MissingFd); // the count of descriptors is checked first
             }
-            else if (fence == Fence.MemfdAsFence)
+            else if (fence == FenceSent.MemfdAsFence)
             {
                 Refuse(ChannelErrorReason.NotASyncFile); // then the fence, before the buffer is looked at
             }

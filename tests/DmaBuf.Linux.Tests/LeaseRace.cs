@@ -6,7 +6,7 @@ namespace DmaBuf.Linux.Tests;
 /// <summary>
 /// The races of the consumer's lease path on the channel ledger, with no socket: a lease against the peer's forget, a
 /// lease's disposal against close, a lease on one thread while another thread takes the same id's next delivery (the
-/// pooled lease's generation), and close against a lease. The mapping is a pinned array filled with a pattern, whose
+/// pooled lease's generation), one lease disposed on two threads against the next delivery, and close against a lease. The mapping is a pinned array filled with a pattern, whose
 /// unmap counts and poisons it, so a read through a lease after its mapping went sees the poison. The same code runs
 /// under Coyote's scheduler from a rewritten copy of this assembly and of DmaBuf.Linux.dll (LeaseCoyoteTests).
 /// </summary>
