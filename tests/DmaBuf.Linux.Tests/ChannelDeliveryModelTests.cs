@@ -5,8 +5,9 @@ namespace DmaBuf.Linux.Tests;
 
 /// <summary>
 /// A channel's receive side against a plain model, with a raw socket as the peer: random sequences of the peer's
-/// buffer messages (with the descriptor or id-only, of a known or unknown id, of the right or a wrong size, with no
-/// fence, with a memfd posing as the fence, or with the fence flag and no fence descriptor), its forgets, and our reads
+/// buffer messages (mostly as an honest peer sends them, the descriptor first and then the id; one in five a fault: the
+/// descriptor again, an id never sent with it, a wrong size, a memfd posing as the fence, or the fence flag and no
+/// fence descriptor), its forgets (now and then of an id it never registered), and our reads
 /// of each delivery's frame, waits for its fence, and disposals. Checked after every step: the result (a delivery, or
 /// the typed reason that closed the connection), whether the connection is closed and why, the registrations, and for
 /// every delivery ever received whether its frame reads the sender's bytes or is refused, as the model says (a delivery
@@ -50,11 +51,12 @@ public sealed class ChannelDeliveryModelTests
             Gen.Const(0).Select(_ => (new Actual(), new Model()))
                 .SampleModelBased(
                     [
-                        Gen.Select(Gen.Int[1, 3], Gen.Int[0, 2], Gen.Int[0, 5], Gen.Int[0, 7]).Operation<Actual, Model>(
-                            p => $"PeerBuffer({p.Item1}, fd {p.Item2 == 0}, wrong size {p.Item3 == 0}, fence {FenceOf(p.Item4)})",
-                            (a, p) => a.PeerBuffer(p.Item1, withFd: p.Item2 == 0, wrongSize: p.Item3 == 0, FenceOf(p.Item4)),
-                            (m, p) => m.PeerBuffer(p.Item1, withFd: p.Item2 == 0, wrongSize: p.Item3 == 0, FenceOf(p.Item4))),
-                        Gen.Int[1, 3].Operation<Actual, Model>(id => $"PeerForget({id})", (a, id) => a.PeerForget(id), (m, id) => m.PeerForget(id)),
+                        Gen.Select(Gen.Int[1, 3], Gen.Int[0, 19]).Operation<Actual, Model>(
+                            p => $"PeerSend({p.Item1}, {Choice(p.Item2)})", (a, p) => a.PeerSend(p.Item1, p.Item2), (m, p) => m.PeerSend(p.Item1, p.Item2)),
+                        Gen.Select(Gen.Int[1, 3], Gen.Int[0, 9]).Operation<Actual, Model>(
+                            p => $"PeerForget({p.Item1}{(p.Item2 == 0 ? ", even if not registered" : "")})",
+                            (a, p) => a.PeerForget(p.Item1, p.Item2 == 0),
+                            (m, p) => m.PeerForget(p.Item1, p.Item2 == 0)),
                         Gen.Int[0, 7].Operation<Actual, Model>(k => $"Read(delivery {k})", (a, k) => a.Read(k), (m, k) => m.Read(k)),
                         Gen.Int[0, 7].Operation<Actual, Model>(k => $"WaitForFence(delivery {k})", (a, k) => a.WaitForFence(k), (m, k) => m.WaitForFence(k)),
                         Gen.Int[0, 7].Operation<Actual, Model>(k => $"Dispose(delivery {k})", (a, k) => a.Dispose(k), (m, k) => m.Dispose(k)),
@@ -78,7 +80,25 @@ public sealed class ChannelDeliveryModelTests
         before.AssertNothingHeldSince("after every sequence's channel and deliveries were disposed");
     }
 
-    private static FenceSent FenceOf(int k) => k switch { 0 => FenceSent.MemfdAsFence, 1 => FenceSent.FlagWithoutDescriptor, _ => FenceSent.None };
+    // Mostly what an honest peer sends (the descriptor on a buffer's first send, then its id), one in five a fault, so
+    // that most sequences go on long after their first delivery.
+    private static (bool WithFd, bool WrongSize, FenceSent Fence) Choose(bool registered, int k) => k switch
+    {
+        0 => (registered, false, FenceSent.None), // the descriptor again, or an id never sent with it
+        1 => (!registered, true, FenceSent.None), // an id-only send of the wrong size
+        2 => (!registered, false, FenceSent.MemfdAsFence),
+        3 => (!registered, false, FenceSent.FlagWithoutDescriptor),
+        _ => (!registered, false, FenceSent.None),
+    };
+
+    private static string Choice(int k) => k switch
+    {
+        0 => "the descriptor when registered, the id when not",
+        1 => "wrong size",
+        2 => "a memfd as the fence",
+        3 => "the fence flag without its descriptor",
+        _ => "honest",
+    };
 
     private static long SizeOf(long id) => id * Page;
 
@@ -109,13 +129,18 @@ public sealed class ChannelDeliveryModelTests
     internal sealed class Actual : IDisposable
     {
         private readonly MemfdExporter _exporter = new(new MmapCache());
+        private readonly HashSet<long> _peerRegistered = []; // what the peer sent with its descriptor and did not forget
         private long _sequence;
+        private string _summary = "nothing done";
 
         public Actual()
         {
             Peer = new RawPeer(new ImportCache(new MmapCache()));
             lock (s_worlds)
             {
+                // One sequence at a time (threads: 1): the ones before this are over, so their descriptors go now.
+                s_worlds.ForEach(w => w.Dispose());
+                s_worlds.Clear();
                 s_worlds.Add(this);
             }
         }
@@ -126,6 +151,32 @@ public sealed class ChannelDeliveryModelTests
         public List<(ReceivedBuffer Buffer, bool Disposed)> Deliveries { get; } = [];
 
         public string Last { get; private set; } = "";
+
+        /// <summary>A send as the peer would choose it from what it registered with us (<see cref="Choose"/>).</summary>
+        public void PeerSend(long id, int k)
+        {
+            (bool withFd, bool wrongSize, FenceSent fence) = Choose(_peerRegistered.Contains(id), k);
+            PeerBuffer(id, withFd, wrongSize, fence);
+            if (Last == $"delivered {id}, fd True")
+            {
+                _peerRegistered.Add(id);
+            }
+
+            ForgetAllIfClosed();
+        }
+
+        public void PeerForget(long id, bool evenIfNotRegistered)
+        {
+            if (!evenIfNotRegistered && !_peerRegistered.Contains(id))
+            {
+                Do(() => "nothing to forget");
+                return;
+            }
+
+            PeerForget(id);
+            _peerRegistered.Remove(id);
+            ForgetAllIfClosed();
+        }
 
         public void PeerBuffer(long id, bool withFd, bool wrongSize, FenceSent fence) => FromPeer(() =>
         {
@@ -225,20 +276,23 @@ public sealed class ChannelDeliveryModelTests
             Peer.Dispose();
         }
 
-        public override string ToString() =>
+        // Taken after each step: a later sequence disposes this one's channel before CsCheck prints it.
+        public override string ToString() => _summary;
+
+        private string Summary() =>
             $"last '{Last}', closed {Peer.Channel.IsClosed} ({Peer.Channel.CloseReason}), registered {Peer.Channel.RegisteredBuffers}, " +
             $"deliveries [{string.Join(",", Deliveries.Select(d => $"{d.Buffer.RemoteBufferId}{(d.Disposed ? "x" : "")}"))}]";
 
-        private void FromPeer(Func<string> step)
+        private void ForgetAllIfClosed()
         {
             if (Peer.Channel.IsClosed)
             {
-                Last = "closed"; // the peer's messages go nowhere after close; ours still work
-                return;
+                _peerRegistered.Clear(); // the peer sees its connection end
             }
-
-            Do(step);
         }
+
+        // The peer's messages go nowhere after close; the application's steps still work.
+        private void FromPeer(Func<string> step) => Do(Peer.Channel.IsClosed ? () => "closed" : step);
 
         private void Do(Func<string> step)
         {
@@ -250,6 +304,8 @@ public sealed class ChannelDeliveryModelTests
             {
                 Last = "refused " + e.Reason;
             }
+
+            _summary = Summary();
         }
     }
 
@@ -265,6 +321,23 @@ public sealed class ChannelDeliveryModelTests
         public ChannelErrorReason CloseReason { get; private set; }
 
         public string Last { get; private set; } = "";
+
+        public void PeerSend(long id, int k)
+        {
+            (bool withFd, bool wrongSize, FenceSent fence) = Choose(Registered.Contains(id), k);
+            PeerBuffer(id, withFd, wrongSize, fence);
+        }
+
+        public void PeerForget(long id, bool evenIfNotRegistered)
+        {
+            if (!evenIfNotRegistered && !Registered.Contains(id))
+            {
+                Last = "nothing to forget";
+                return;
+            }
+
+            PeerForget(id);
+        }
 
         public void PeerBuffer(long id, bool withFd, bool wrongSize, FenceSent fence)
         {
