@@ -7,15 +7,16 @@ namespace DmaBuf.Linux.Tests;
 /// A channel's receive side against a plain model, with a raw socket as the peer: random sequences of the peer's
 /// buffer messages (mostly as an honest peer sends them, the descriptor first and then the id; one in five a fault: the
 /// descriptor again, an id never sent with it, a wrong size, a memfd posing as the fence, or the fence flag and no
-/// fence descriptor), its forgets (now and then of an id it never registered), and our reads
-/// of each delivery's frame, waits for its fence, and disposals. Checked after every step: the result (a delivery, or
+/// fence descriptor), its forgets (now and then of an id it never registered), and our reads of each delivery's frame,
+/// waits for its fence, and disposals. Checked after every step: the result (a delivery, or
 /// the typed reason that closed the connection), whether the connection is closed and why, the registrations, and for
 /// every delivery ever received whether its frame reads the sender's bytes or is refused, as the model says (a delivery
 /// keeps its frame through the peer's forget and through close, until its own Dispose). At the end, with every channel
 /// disposed, no descriptor or mapping is left.
 /// </summary>
-/// <remarks>This host has no sync_file to send (no sw_sync, dma-heap or udmabuf), so a fence that is really one is
-/// covered by the kernel tests' CrossProcessFenceTests; here every delivery that gets through has none.</remarks>
+/// <remarks>A real sync_file needs sw_sync, a dma-heap or udmabuf, which a plain test machine may lack, so a fence
+/// that really is one is covered by the kernel tests' CrossProcessFenceTests; here every delivery that gets through
+/// has none.</remarks>
 public sealed class ChannelDeliveryModelTests
 {
     private const long Page = 4096;
