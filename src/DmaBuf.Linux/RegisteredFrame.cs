@@ -99,30 +99,34 @@ internal sealed class FrameMapping
 /// <summary>One delivery's hold on a <see cref="FrameMapping"/>; pooled, and numbered per use.</summary>
 internal sealed class FrameLease
 {
-    private int _generation;
-    private int _open;
+    // The use's number and whether it is open, in one word (generation << 1 | open), so that ending a use is one
+    // compare-and-swap: two disposals of one use cannot both succeed, even when the lease is reused in between.
+    private int _state;
 
     internal FrameLease(FrameMapping mapping) => Mapping = mapping;
 
     internal FrameMapping Mapping { get; }
 
     /// <summary>The number of the current use; a view made in an earlier use is stale.</summary>
-    internal int Generation => Volatile.Read(ref _generation);
+    internal int Generation => Volatile.Read(ref _state) >> 1;
 
-    internal void Open() => Volatile.Write(ref _open, 1);
+    /// <summary>Opens the next use; only by the one leasing it (a new lease, or one taken from the pool).</summary>
+    internal void Open() => Volatile.Write(ref _state, Volatile.Read(ref _state) | 1);
 
     /// <summary>Whether use <paramref name="generation"/> is the current one and not yet disposed.</summary>
-    internal bool IsLive(int generation) => Volatile.Read(ref _generation) == generation && Volatile.Read(ref _open) == 1;
+    internal bool IsLive(int generation) => Volatile.Read(ref _state) == Live(generation);
 
     /// <summary>Ends use <paramref name="generation"/> (nothing if it ended already) and returns the lease to its pool.</summary>
     internal void Dispose(int generation)
     {
-        if (Volatile.Read(ref _generation) == generation && Interlocked.CompareExchange(ref _open, 0, 1) == 1)
+        int live = Live(generation);
+        if (Interlocked.CompareExchange(ref _state, unchecked(generation + 1) << 1, live) == live)
         {
-            Interlocked.Increment(ref _generation); // every view of this use is stale from now on
-            Mapping.Return(this);
+            Mapping.Return(this); // every view of this use is stale from now on
         }
     }
+
+    private static int Live(int generation) => (generation << 1) | 1;
 }
 
 /// <summary>
