@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Numerics;
+using System.Runtime.Intrinsics;
 
 namespace DmaBuf.Simulation;
 
@@ -9,13 +10,14 @@ namespace DmaBuf.Simulation;
 //   that power of two, and served from a per-size cache before the tree;
 // - the cache is a pair of magazines (loaded, previous) of 127 ranges per size plus a depot of full magazines, as the
 //   per-CPU rcache (one CPU: the simulation is single-threaded). Cached ranges stay allocated in the tree, as in Linux.
-// The ranges live in a treap keyed by start, each node summarising its subtree (lowest start, highest end, widest gap
-// between two of its ranges). Insert and remove are O(log n) expected. Allocation walks the gaps from the top down as
-// Linux's rbtree walk does, but skips every subtree whose widest gap is narrower than the request, and any gap at least
-// size + align - 1 pages wide always holds an aligned slot: so it costs O(log n) plus O(log n) for each gap above the
-// winner that is wide enough but whose aligned slot falls short (at most align - 1 pages too narrow). Only requests
-// above 32 pages, aligned to more than their size, can meet such gaps; the worst case, every gap in the tree such a
-// near miss, is linear, as the old sorted-array walk always was.
+// The ranges live in a treap keyed by start, each node summarising its subtree: lowest start, highest end, widest gap
+// between two of its ranges, and for every alignment order k a request can have, the best fit of order k among those
+// gaps (fit_k of gap [lo, hi] = hi + 1 - alignUp(lo, 2^k), the most pages an aligned slot there can hold). A request of
+// size s has order k with 2^(k-1) < s <= 2^k, so a subtree holds a slot for it exactly when its best fit_k >= s, and
+// allocation walks down one path, highest gaps first, to the gap Linux's top-down rbtree walk would take: insert,
+// remove and allocate are O(log n) expected whatever the layout, gaps that are wide enough but whose aligned slot falls
+// short included. Orders are tracked up to 2^31 pages (uint); a larger request falls back on the widest-gap pruning,
+// which can visit at most one subtree path per gap of 2^31 pages or more: (limit - start) / 2^31 of them.
 // Not thread-safe: the owning domain holds its lock.
 internal sealed class IovaAllocator
 {
@@ -38,12 +40,27 @@ internal sealed class IovaAllocator
     private int _count;
     private uint _seed = 0x9E3779B9;
 
+    // Node t's best fits, one uint per order, at [t * _stride, t * _stride + _orders): capped at 2^k (a request of order
+    // k is never larger) and 0 when at most 2^(k-1) (it is always larger), so a compare with any such request is exact.
+    // Row 0 (the empty tree) stays zero. _stride rounds _orders up to whole Vector256<uint>s for the recompute.
+    private const int MaxTrackedOrders = 32;
+    private static readonly uint[] s_caps = CreateCaps();
+    private readonly int _orders;
+    private readonly int _stride;
+    private uint[] _fits;
+
     /// <summary>Creates an allocator of page frame numbers in [<paramref name="startPfn"/>, <paramref name="limitPfn"/>).</summary>
     public IovaAllocator(ulong startPfn, ulong limitPfn)
     {
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(startPfn, limitPfn);
         _startPfn = startPfn;
         _limitPfn = limitPfn;
+
+        // A request larger than the space never fits, so orders above ceil(log2(limit - start)) are never asked about.
+        ulong space = limitPfn - startPfn;
+        _orders = space > 1UL << (MaxTrackedOrders - 1) ? MaxTrackedOrders : BitOperations.Log2(BitOperations.RoundUpToPowerOf2(space)) + 1;
+        _stride = (_orders + Vector256<uint>.Count - 1) / Vector256<uint>.Count * Vector256<uint>.Count;
+        _fits = new uint[_nodes.Length * _stride];
         for (int i = 0; i < CachedOrders; i++)
         {
             _caches[i] = new SizeCache();
@@ -140,8 +157,11 @@ internal sealed class IovaAllocator
         else
         {
             ref Node root = ref _nodes[_root];
+            int order = BitOperations.Log2(align);
             found = TryPlace(root.MaxHi + 1, _limitPfn, size, align, out pfn)
-                || (root.MaxGap >= size && TrySearch(_root, size, align, out pfn))
+                || (align != 0 && order < _orders
+                    ? _fits[(_root * _stride) + order] >= size && Descend(_root, size, align, order, out pfn)
+                    : root.MaxGap >= size && TrySearch(_root, size, align, out pfn))
                 || TryPlace(_startPfn, root.MinLo, size, align, out pfn);
         }
 
@@ -171,8 +191,44 @@ internal sealed class IovaAllocator
         return false;
     }
 
-    // The gaps inside subtree t, highest first, skipping subtrees whose widest gap is narrower than size. A gap at least
-    // size + align - 1 wide always fits, so the walk stops at the first such gap; narrower ones are checked exactly.
+    // The highest gap inside subtree t that holds an aligned slot, given that one does (t's best fit of this order is at
+    // least size): at each node the right subtree if its best fit suffices, else the gap above the node, else the gap
+    // below it, else the left subtree, which then must hold it. One path down, no backtracking.
+    private bool Descend(int t, ulong size, ulong align, int order, out ulong pfn)
+    {
+        while (true)
+        {
+            ref Node n = ref _nodes[t];
+            if (n.Right != Nil)
+            {
+                if (_fits[(n.Right * _stride) + order] >= size)
+                {
+                    t = n.Right;
+                    continue;
+                }
+
+                if (TryPlace(n.Hi + 1, _nodes[n.Right].MinLo, size, align, out pfn))
+                {
+                    return true;
+                }
+            }
+
+            if (n.Left == Nil)
+            {
+                throw new UnreachableException("IOVA tree summary promised a gap that no node holds.");
+            }
+
+            if (TryPlace(_nodes[n.Left].MaxHi + 1, n.Lo, size, align, out pfn))
+            {
+                return true;
+            }
+
+            t = n.Left;
+        }
+    }
+
+    // Requests above the tracked orders (more than 2^31 pages): the gaps inside subtree t, highest first, skipping
+    // subtrees whose widest gap is narrower than size and checking the others one by one.
     private bool TrySearch(int t, ulong size, ulong align, out ulong pfn)
     {
         ref Node n = ref _nodes[t];
@@ -334,6 +390,67 @@ internal sealed class IovaAllocator
         }
 
         n.MaxGap = gap;
+
+        Span<uint> fits = _fits.AsSpan(t * _stride, _stride);
+        ReadOnlySpan<uint> left = _fits.AsSpan(n.Left * _stride, _stride); // row 0 is zero when a child is missing
+        ReadOnlySpan<uint> right = _fits.AsSpan(n.Right * _stride, _stride);
+        for (int i = 0; i < _stride; i += Vector256<uint>.Count)
+        {
+            Vector256.Max(Vector256.Create(left[i..]), Vector256.Create(right[i..])).CopyTo(fits[i..]);
+        }
+
+        if (n.Left != Nil)
+        {
+            ulong lo = _nodes[n.Left].MaxHi + 1;
+            AddGap(fits, lo, n.Lo - lo);
+        }
+
+        if (n.Right != Nil)
+        {
+            ulong lo = n.Hi + 1;
+            AddGap(fits, lo, _nodes[n.Right].MinLo - lo);
+        }
+    }
+
+    // Raises fits to those of the gap of width pages from lo. Orders with 2^(k+1) - 1 <= width fit 2^k wherever the gap
+    // starts, and orders with 2^(k-1) >= width fit nothing that matters, so at most two orders need the exact formula.
+    private void AddGap(Span<uint> fits, ulong lo, ulong width)
+    {
+        if (width == 0)
+        {
+            return;
+        }
+
+        int full = Math.Min(BitOperations.Log2(width + 1), _orders);
+        s_caps.AsSpan(0, full).CopyTo(fits); // every stored fit is at most its cap
+        for (int k = full; k < _orders && (1UL << k) >> 1 < width; k++)
+        {
+            uint fit = Fit(lo, lo + width, k);
+            if (fit > fits[k])
+            {
+                fits[k] = fit;
+            }
+        }
+    }
+
+    // The stored fit of order k of the gap [low, high): capped at 2^k, 0 when at most 2^(k-1).
+    private static uint Fit(ulong low, ulong high, int k)
+    {
+        ulong mask = (1UL << k) - 1;
+        ulong start = (low + mask) & ~mask;
+        ulong fit = start < high ? high - start : 0;
+        return fit > mask ? (uint)(mask + 1) : fit > (mask + 1) >> 1 ? (uint)fit : 0;
+    }
+
+    private static uint[] CreateCaps()
+    {
+        var caps = new uint[MaxTrackedOrders];
+        for (int k = 0; k < MaxTrackedOrders; k++)
+        {
+            caps[k] = 1u << k;
+        }
+
+        return caps;
     }
 
     private int NewNode(ulong lo, ulong hi)
@@ -348,6 +465,7 @@ internal sealed class IovaAllocator
             if (_used == _nodes.Length)
             {
                 Array.Resize(ref _nodes, _nodes.Length * 2);
+                Array.Resize(ref _fits, _nodes.Length * _stride);
             }
 
             t = _used++;
@@ -358,6 +476,7 @@ internal sealed class IovaAllocator
         _seed ^= _seed >> 17;
         _seed ^= _seed << 5;
         _nodes[t] = new Node { Lo = lo, Hi = hi, MinLo = lo, MaxHi = hi, Priority = _seed };
+        _fits.AsSpan(t * _stride, _stride).Clear(); // a single range has no gap inside
         return t;
     }
 
@@ -397,11 +516,29 @@ internal sealed class IovaAllocator
 
         Debug.Assert(gap == n.MaxGap);
         maxGap = gap;
+
+        // The best fits against the formula applied to every order of the two gaps at this node's edges.
+        for (int k = 0; k < _stride; k++)
+        {
+            uint expected = Math.Max(_fits[(n.Left * _stride) + k], _fits[(n.Right * _stride) + k]);
+            if (k < _orders && n.Left != Nil)
+            {
+                expected = Math.Max(expected, Fit(_nodes[n.Left].MaxHi + 1, n.Lo, k));
+            }
+
+            if (k < _orders && n.Right != Nil)
+            {
+                expected = Math.Max(expected, Fit(n.Hi + 1, _nodes[n.Right].MinLo, k));
+            }
+
+            Debug.Assert(_fits[(t * _stride) + k] == expected);
+        }
+
         return count;
     }
 
     // One allocated range [Lo, Hi] and the summary of its subtree: the lowest start, the highest end and the widest gap
-    // between two ranges inside it (the gaps at its edges belong to the parent).
+    // between two ranges inside it (the gaps at its edges belong to the parent); its best fits are in _fits.
     private struct Node
     {
         public ulong Lo;
