@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace DmaBuf.Simulation;
@@ -84,6 +85,9 @@ internal sealed class IovaAllocator
             return n;
         }
     }
+
+    /// <summary>Bytes each range in the tree takes: its node and its row of best fits (arrays grow by doubling).</summary>
+    public int BytesPerRange => Unsafe.SizeOf<Node>() + (_stride * sizeof(uint));
 
     /// <summary>The pages a request of <paramref name="pages"/> really occupies.</summary>
     public static ulong AllocatedSize(ulong pages) => pages <= MaxCachedPages ? BitOperations.RoundUpToPowerOf2(pages) : pages;
