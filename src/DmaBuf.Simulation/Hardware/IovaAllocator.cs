@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Numerics;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace DmaBuf.Simulation;
@@ -45,7 +46,7 @@ internal sealed class IovaAllocator
     // k is never larger) and 0 when at most 2^(k-1) (it is always larger), so a compare with any such request is exact.
     // Row 0 (the empty tree) stays zero. _stride rounds _orders up to whole Vector256<uint>s for the recompute.
     private const int MaxTrackedOrders = 32;
-    private static readonly uint[] s_caps = CreateCaps();
+    private static readonly uint[] s_filled = CreateFilledRows();
     private readonly int _orders;
     private readonly int _stride;
     private uint[] _fits;
@@ -277,11 +278,40 @@ internal sealed class IovaAllocator
 
     private void Insert(ulong lo, ulong hi)
     {
-        int n = NewNode(lo, hi);
-        Split(_root, lo, out int below, out int above);
-        _root = Merge(Merge(below, n), above);
+        _root = Insert(_root, NewNode(lo, hi));
         _count++;
         AssertInvariants();
+    }
+
+    // Goes down to where the new node's priority places it and splits only the subtree below: the nodes above are
+    // updated once each, where a split of the whole tree and two merges would update about three times as many.
+    private int Insert(int t, int node)
+    {
+        if (t == Nil)
+        {
+            return node; // a leaf: NewNode set its summary
+        }
+
+        ref Node n = ref _nodes[t];
+        ref Node added = ref _nodes[node];
+        if (added.Priority > n.Priority)
+        {
+            Split(t, added.Lo, out added.Left, out added.Right);
+            Update(node);
+            return node;
+        }
+
+        if (added.Lo < n.Lo)
+        {
+            n.Left = Insert(n.Left, node);
+        }
+        else
+        {
+            n.Right = Insert(n.Right, node);
+        }
+
+        Update(t);
+        return t;
     }
 
     private void Remove(ulong lo)
@@ -371,11 +401,14 @@ internal sealed class IovaAllocator
     {
         ref Node n = ref _nodes[t];
         ulong gap = 0;
+        ulong lowerStart = 0, lowerWidth = 0, upperStart = 0, upperWidth = 0; // the gaps at this node's edges
         if (n.Left != Nil)
         {
             ref Node l = ref _nodes[n.Left];
             n.MinLo = l.MinLo;
-            gap = Math.Max(l.MaxGap, n.Lo - l.MaxHi - 1);
+            lowerStart = l.MaxHi + 1;
+            lowerWidth = n.Lo - lowerStart;
+            gap = Math.Max(l.MaxGap, lowerWidth);
         }
         else
         {
@@ -386,7 +419,9 @@ internal sealed class IovaAllocator
         {
             ref Node r = ref _nodes[n.Right];
             n.MaxHi = r.MaxHi;
-            gap = Math.Max(gap, Math.Max(r.MaxGap, r.MinLo - n.Hi - 1));
+            upperStart = n.Hi + 1;
+            upperWidth = r.MinLo - upperStart;
+            gap = Math.Max(gap, Math.Max(r.MaxGap, upperWidth));
         }
         else
         {
@@ -395,44 +430,38 @@ internal sealed class IovaAllocator
 
         n.MaxGap = gap;
 
-        Span<uint> fits = _fits.AsSpan(t * _stride, _stride);
-        ReadOnlySpan<uint> left = _fits.AsSpan(n.Left * _stride, _stride); // row 0 is zero when a child is missing
-        ReadOnlySpan<uint> right = _fits.AsSpan(n.Right * _stride, _stride);
-        for (int i = 0; i < _stride; i += Vector256<uint>.Count)
+        // Best fits: the children's (row 0, for a missing child, is zero), raised to the cap for every order the wider
+        // edge gap fills wherever it starts (every stored fit is at most its cap), then the few exact orders of each.
+        ref uint fits = ref MemoryMarshal.GetArrayDataReference(_fits);
+        ref uint filled = ref MemoryMarshal.GetArrayDataReference(s_filled);
+        nuint row = (nuint)t * (nuint)_stride;
+        nuint left = (nuint)n.Left * (nuint)_stride;
+        nuint right = (nuint)n.Right * (nuint)_stride;
+        nuint full = (nuint)FullOrders(Math.Max(lowerWidth, upperWidth)) * MaxTrackedOrders;
+        for (nuint i = 0; i < (nuint)_stride; i += (nuint)Vector256<uint>.Count)
         {
-            Vector256.Max(Vector256.Create(left[i..]), Vector256.Create(right[i..])).CopyTo(fits[i..]);
+            Vector256<uint> children = Vector256.Max(Vector256.LoadUnsafe(ref fits, left + i), Vector256.LoadUnsafe(ref fits, right + i));
+            Vector256.Max(children, Vector256.LoadUnsafe(ref filled, full + i)).StoreUnsafe(ref fits, row + i);
         }
 
-        if (n.Left != Nil)
-        {
-            ulong lo = _nodes[n.Left].MaxHi + 1;
-            AddGap(fits, lo, n.Lo - lo);
-        }
-
-        if (n.Right != Nil)
-        {
-            ulong lo = n.Hi + 1;
-            AddGap(fits, lo, _nodes[n.Right].MinLo - lo);
-        }
+        AddExactFits(ref Unsafe.Add(ref fits, row), lowerStart, lowerWidth);
+        AddExactFits(ref Unsafe.Add(ref fits, row), upperStart, upperWidth);
     }
 
-    // Raises fits to those of the gap of width pages from lo. Orders with 2^(k+1) - 1 <= width fit 2^k wherever the gap
-    // starts, and orders with 2^(k-1) >= width fit nothing that matters, so at most two orders need the exact formula.
-    private void AddGap(Span<uint> fits, ulong lo, ulong width)
-    {
-        if (width == 0)
-        {
-            return;
-        }
+    // Orders 0 .. FullOrders(width) - 1 fit their cap 2^k in a gap of width pages wherever it starts: 2^(k+1) - 1 <= width.
+    private int FullOrders(ulong width) => Math.Min(BitOperations.Log2(width + 1), _orders);
 
-        int full = Math.Min(BitOperations.Log2(width + 1), _orders);
-        s_caps.AsSpan(0, full).CopyTo(fits); // every stored fit is at most its cap
-        for (int k = full; k < _orders && (1UL << k) >> 1 < width; k++)
+    // Raises the row's fits to the exact ones of the gap of width pages from lo for the orders above FullOrders(width)
+    // that can matter: those with 2^(k-1) < width, at most two.
+    private void AddExactFits(ref uint row, ulong lo, ulong width)
+    {
+        for (int k = FullOrders(width); k < _orders && (1UL << k) >> 1 < width; k++)
         {
             uint fit = Fit(lo, lo + width, k);
-            if (fit > fits[k])
+            ref uint stored = ref Unsafe.Add(ref row, k);
+            if (fit > stored)
             {
-                fits[k] = fit;
+                stored = fit;
             }
         }
     }
@@ -446,15 +475,20 @@ internal sealed class IovaAllocator
         return fit > mask ? (uint)(mask + 1) : fit > (mask + 1) >> 1 ? (uint)fit : 0;
     }
 
-    private static uint[] CreateCaps()
+    // Row f (of MaxTrackedOrders) holds the cap 2^k for every order k below f and 0 above: what a gap whose first f
+    // orders are full contributes to them.
+    private static uint[] CreateFilledRows()
     {
-        var caps = new uint[MaxTrackedOrders];
-        for (int k = 0; k < MaxTrackedOrders; k++)
+        var rows = new uint[(MaxTrackedOrders + 1) * MaxTrackedOrders];
+        for (int f = 0; f <= MaxTrackedOrders; f++)
         {
-            caps[k] = 1u << k;
+            for (int k = 0; k < f; k++)
+            {
+                rows[(f * MaxTrackedOrders) + k] = 1u << k;
+            }
         }
 
-        return caps;
+        return rows;
     }
 
     private int NewNode(ulong lo, ulong hi)
