@@ -150,6 +150,11 @@ public sealed class ImplicitSyncTests
     }
 }
 
+// The heap figures are process-wide: run alone, or tests running beside it count towards its growth.
+[CollectionDefinition(nameof(RunMemoryTests), DisableParallelization = true)]
+public sealed class RunMemoryCollection;
+
+[Collection(nameof(RunMemoryTests))]
 public sealed class RunMemoryTests
 {
     [Fact]
