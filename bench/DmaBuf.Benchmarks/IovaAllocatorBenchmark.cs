@@ -6,18 +6,19 @@ namespace DmaBuf.Benchmarks;
 
 /// <summary>
 /// One allocate and free of an uncached size (above 32 pages, so the per-size cache does not hide the tree) with 100,
-/// 10,000 or 1,000,000 ranges of 64 pages already live, on the tree allocator and on the sorted-array allocator it
-/// replaced (the baseline: the same file the tests use as the reference model). Layouts:
+/// 10,000 or 1,000,000 ranges of 64 pages already live, on the tree allocator, on the sorted-array allocator it
+/// replaced (the baseline: the same file the tests use as the reference model) and on the tree as it was before its
+/// nodes kept per-order best fits (<see cref="WidestGapIovaAllocator"/>). Layouts:
 /// <list type="bullet">
 /// <item><c>Packed</c>: the live ranges fill the top of the space with no gap; 100 pages land below all of them.</item>
 /// <item><c>Fragmented</c>: 2N ranges allocated and every other one freed, leaving N holes of 64 pages; 100 pages fit none
 /// of them and land below all of them.</item>
-/// <item><c>NearMiss</c>: the tree's worst case. Holes of 128 pages, each starting at an odd multiple of 64, one per two
-/// live ranges; a 65-page request is aligned to 128, so every hole is wide enough but none holds an aligned slot, and
-/// the tree has to look at each of them.</item>
+/// <item><c>NearMiss</c>: holes of 128 pages, each starting at an odd multiple of 64, one per two live ranges; a
+/// 65-page request is aligned to 128, so every hole is wide enough but none holds an aligned slot. The widest-gap tree
+/// has to look at each of them; the per-order best fits rule them all out at the root.</item>
 /// </list>
-/// Setup allocates through the tree, loads the same ranges into the baseline and checks that both place the request on
-/// the same pfn.
+/// Setup allocates through both trees, loads the same ranges into the sorted array and checks that all three place the
+/// request on the same pfn.
 /// </summary>
 [MemoryDiagnoser]
 public class IovaAllocatorBenchmark
@@ -40,6 +41,7 @@ public class IovaAllocatorBenchmark
 
     private IovaAllocator _tree = null!;
     private SortedArrayIovaAllocator _sortedArray = null!;
+    private WidestGapIovaAllocator _widestGap = null!;
     private ulong _request;
 
     /// <summary>Ranges live before each operation.</summary>
@@ -56,6 +58,7 @@ public class IovaAllocatorBenchmark
     {
         _tree = new IovaAllocator(1, Limit);
         _sortedArray = new SortedArrayIovaAllocator(1, Limit);
+        _widestGap = new WidestGapIovaAllocator(1, Limit);
         int allocated = Layout switch
         {
             Shape.Packed => LiveRanges,
@@ -64,7 +67,7 @@ public class IovaAllocatorBenchmark
         var pfns = new ulong[allocated];
         for (int i = 0; i < allocated; i++)
         {
-            if (!_tree.TryAllocate(RangePages, out pfns[i], out _))
+            if (!_tree.TryAllocate(RangePages, out pfns[i], out _) || !_widestGap.TryAllocate(RangePages, out ulong same, out _) || same != pfns[i])
             {
                 throw new InvalidOperationException("benchmark space too small");
             }
@@ -82,6 +85,7 @@ public class IovaAllocatorBenchmark
             if (free)
             {
                 _tree.Free(pfns[i], RangePages);
+                _widestGap.Free(pfns[i], RangePages);
             }
             else
             {
@@ -96,14 +100,16 @@ public class IovaAllocatorBenchmark
         }
 
         _request = Layout == Shape.NearMiss ? 65UL : 100UL;
-        if (!_tree.TryAllocate(_request, out ulong treePfn, out _) || !_sortedArray.TryAllocate(_request, out ulong arrayPfn, out _) || treePfn != arrayPfn)
+        if (!_tree.TryAllocate(_request, out ulong treePfn, out _) || !_sortedArray.TryAllocate(_request, out ulong arrayPfn, out _) || treePfn != arrayPfn
+            || !_widestGap.TryAllocate(_request, out ulong widestGapPfn, out _) || widestGapPfn != treePfn)
         {
-            throw new InvalidOperationException("the tree and the sorted array disagree");
+            throw new InvalidOperationException("the allocators disagree");
         }
 
         _tree.Free(treePfn, _request);
         _sortedArray.Free(arrayPfn, _request);
-        Console.WriteLine($"// {Layout}: {_tree.RangesInTree} live ranges, request of {_request} pages lands at pfn 0x{treePfn:x}");
+        _widestGap.Free(widestGapPfn, _request);
+        Console.WriteLine($"// {Layout}: {_tree.RangesInTree} live ranges, request of {_request} pages lands at pfn 0x{treePfn:x}; tree: {_tree.BytesPerRange} bytes per range");
     }
 
     /// <summary>The allocator the tests check against, as it was before the tree.</summary>
@@ -114,7 +120,15 @@ public class IovaAllocatorBenchmark
         _sortedArray.Free(pfn, _request);
     }
 
-    /// <summary>The treap with widest-gap summaries.</summary>
+    /// <summary>The treap as it was, with widest-gap summaries only.</summary>
+    [Benchmark]
+    public void WidestGapTree()
+    {
+        _widestGap.TryAllocate(_request, out ulong pfn, out _);
+        _widestGap.Free(pfn, _request);
+    }
+
+    /// <summary>The treap with per-order best-fit summaries, as the simulation uses it.</summary>
     [Benchmark]
     public void Tree()
     {

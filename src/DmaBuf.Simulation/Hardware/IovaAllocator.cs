@@ -1,5 +1,8 @@
 using System.Diagnostics;
 using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 
 namespace DmaBuf.Simulation;
 
@@ -9,13 +12,14 @@ namespace DmaBuf.Simulation;
 //   that power of two, and served from a per-size cache before the tree;
 // - the cache is a pair of magazines (loaded, previous) of 127 ranges per size plus a depot of full magazines, as the
 //   per-CPU rcache (one CPU: the simulation is single-threaded). Cached ranges stay allocated in the tree, as in Linux.
-// The ranges live in a treap keyed by start, each node summarising its subtree (lowest start, highest end, widest gap
-// between two of its ranges). Insert and remove are O(log n) expected. Allocation walks the gaps from the top down as
-// Linux's rbtree walk does, but skips every subtree whose widest gap is narrower than the request, and any gap at least
-// size + align - 1 pages wide always holds an aligned slot: so it costs O(log n) plus O(log n) for each gap above the
-// winner that is wide enough but whose aligned slot falls short (at most align - 1 pages too narrow). Only requests
-// above 32 pages, aligned to more than their size, can meet such gaps; the worst case, every gap in the tree such a
-// near miss, is linear, as the old sorted-array walk always was.
+// The ranges live in a treap keyed by start, each node summarising its subtree: lowest start, highest end, widest gap
+// between two of its ranges, and for every alignment order k a request can have, the best fit of order k among those
+// gaps (fit_k of gap [lo, hi] = hi + 1 - alignUp(lo, 2^k), the most pages an aligned slot there can hold). A request of
+// size s has order k with 2^(k-1) < s <= 2^k, so a subtree holds a slot for it exactly when its best fit_k >= s, and
+// allocation walks down one path, highest gaps first, to the gap Linux's top-down rbtree walk would take: insert,
+// remove and allocate are O(log n) expected whatever the layout, gaps that are wide enough but whose aligned slot falls
+// short included. Orders are tracked up to 2^31 pages (uint); a larger request falls back on the widest-gap pruning,
+// which can visit at most one subtree path per gap of 2^31 pages or more: (limit - start) / 2^31 of them.
 // Not thread-safe: the owning domain holds its lock.
 internal sealed class IovaAllocator
 {
@@ -38,12 +42,27 @@ internal sealed class IovaAllocator
     private int _count;
     private uint _seed = 0x9E3779B9;
 
+    // Node t's best fits, one uint per order, at [t * _stride, t * _stride + _orders): capped at 2^k (a request of order
+    // k is never larger) and 0 when at most 2^(k-1) (it is always larger), so a compare with any such request is exact.
+    // Row 0 (the empty tree) stays zero. _stride rounds _orders up to whole Vector256<uint>s for the recompute.
+    private const int MaxTrackedOrders = 32;
+    private static readonly uint[] s_filled = CreateFilledRows();
+    private readonly int _orders;
+    private readonly int _stride;
+    private uint[] _fits;
+
     /// <summary>Creates an allocator of page frame numbers in [<paramref name="startPfn"/>, <paramref name="limitPfn"/>).</summary>
     public IovaAllocator(ulong startPfn, ulong limitPfn)
     {
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(startPfn, limitPfn);
         _startPfn = startPfn;
         _limitPfn = limitPfn;
+
+        // A request larger than the space never fits, so orders above ceil(log2(limit - start)) are never asked about.
+        ulong space = limitPfn - startPfn;
+        _orders = space > 1UL << (MaxTrackedOrders - 1) ? MaxTrackedOrders : BitOperations.Log2(BitOperations.RoundUpToPowerOf2(space)) + 1;
+        _stride = (_orders + Vector256<uint>.Count - 1) / Vector256<uint>.Count * Vector256<uint>.Count;
+        _fits = new uint[_nodes.Length * _stride];
         for (int i = 0; i < CachedOrders; i++)
         {
             _caches[i] = new SizeCache();
@@ -67,6 +86,9 @@ internal sealed class IovaAllocator
             return n;
         }
     }
+
+    /// <summary>Bytes each range in the tree takes: its node and its row of best fits (arrays grow by doubling).</summary>
+    public int BytesPerRange => Unsafe.SizeOf<Node>() + (_stride * sizeof(uint));
 
     /// <summary>The pages a request of <paramref name="pages"/> really occupies.</summary>
     public static ulong AllocatedSize(ulong pages) => pages <= MaxCachedPages ? BitOperations.RoundUpToPowerOf2(pages) : pages;
@@ -140,8 +162,11 @@ internal sealed class IovaAllocator
         else
         {
             ref Node root = ref _nodes[_root];
+            int order = BitOperations.Log2(align);
             found = TryPlace(root.MaxHi + 1, _limitPfn, size, align, out pfn)
-                || (root.MaxGap >= size && TrySearch(_root, size, align, out pfn))
+                || (align != 0 && order < _orders
+                    ? _fits[(_root * _stride) + order] >= size && Descend(_root, size, align, order, out pfn)
+                    : root.MaxGap >= size && TrySearch(_root, size, align, out pfn))
                 || TryPlace(_startPfn, root.MinLo, size, align, out pfn);
         }
 
@@ -171,8 +196,44 @@ internal sealed class IovaAllocator
         return false;
     }
 
-    // The gaps inside subtree t, highest first, skipping subtrees whose widest gap is narrower than size. A gap at least
-    // size + align - 1 wide always fits, so the walk stops at the first such gap; narrower ones are checked exactly.
+    // The highest gap inside subtree t that holds an aligned slot, given that one does (t's best fit of this order is at
+    // least size): at each node the right subtree if its best fit suffices, else the gap above the node, else the gap
+    // below it, else the left subtree, which then must hold it. One path down, no backtracking.
+    private bool Descend(int t, ulong size, ulong align, int order, out ulong pfn)
+    {
+        while (true)
+        {
+            ref Node n = ref _nodes[t];
+            if (n.Right != Nil)
+            {
+                if (_fits[(n.Right * _stride) + order] >= size)
+                {
+                    t = n.Right;
+                    continue;
+                }
+
+                if (TryPlace(n.Hi + 1, _nodes[n.Right].MinLo, size, align, out pfn))
+                {
+                    return true;
+                }
+            }
+
+            if (n.Left == Nil)
+            {
+                throw new UnreachableException("IOVA tree summary promised a gap that no node holds.");
+            }
+
+            if (TryPlace(_nodes[n.Left].MaxHi + 1, n.Lo, size, align, out pfn))
+            {
+                return true;
+            }
+
+            t = n.Left;
+        }
+    }
+
+    // Requests above the tracked orders (more than 2^31 pages): the gaps inside subtree t, highest first, skipping
+    // subtrees whose widest gap is narrower than size and checking the others one by one.
     private bool TrySearch(int t, ulong size, ulong align, out ulong pfn)
     {
         ref Node n = ref _nodes[t];
@@ -217,11 +278,40 @@ internal sealed class IovaAllocator
 
     private void Insert(ulong lo, ulong hi)
     {
-        int n = NewNode(lo, hi);
-        Split(_root, lo, out int below, out int above);
-        _root = Merge(Merge(below, n), above);
+        _root = Insert(_root, NewNode(lo, hi));
         _count++;
         AssertInvariants();
+    }
+
+    // Goes down to where the new node's priority places it and splits only the subtree below: the nodes above are
+    // updated once each, where a split of the whole tree and two merges would update about three times as many.
+    private int Insert(int t, int node)
+    {
+        if (t == Nil)
+        {
+            return node; // a leaf: NewNode set its summary
+        }
+
+        ref Node n = ref _nodes[t];
+        ref Node added = ref _nodes[node];
+        if (added.Priority > n.Priority)
+        {
+            Split(t, added.Lo, out added.Left, out added.Right);
+            Update(node);
+            return node;
+        }
+
+        if (added.Lo < n.Lo)
+        {
+            n.Left = Insert(n.Left, node);
+        }
+        else
+        {
+            n.Right = Insert(n.Right, node);
+        }
+
+        Update(t);
+        return t;
     }
 
     private void Remove(ulong lo)
@@ -311,11 +401,14 @@ internal sealed class IovaAllocator
     {
         ref Node n = ref _nodes[t];
         ulong gap = 0;
+        ulong lowerStart = 0, lowerWidth = 0, upperStart = 0, upperWidth = 0; // the gaps at this node's edges
         if (n.Left != Nil)
         {
             ref Node l = ref _nodes[n.Left];
             n.MinLo = l.MinLo;
-            gap = Math.Max(l.MaxGap, n.Lo - l.MaxHi - 1);
+            lowerStart = l.MaxHi + 1;
+            lowerWidth = n.Lo - lowerStart;
+            gap = Math.Max(l.MaxGap, lowerWidth);
         }
         else
         {
@@ -326,7 +419,9 @@ internal sealed class IovaAllocator
         {
             ref Node r = ref _nodes[n.Right];
             n.MaxHi = r.MaxHi;
-            gap = Math.Max(gap, Math.Max(r.MaxGap, r.MinLo - n.Hi - 1));
+            upperStart = n.Hi + 1;
+            upperWidth = r.MinLo - upperStart;
+            gap = Math.Max(gap, Math.Max(r.MaxGap, upperWidth));
         }
         else
         {
@@ -334,6 +429,66 @@ internal sealed class IovaAllocator
         }
 
         n.MaxGap = gap;
+
+        // Best fits: the children's (row 0, for a missing child, is zero), raised to the cap for every order the wider
+        // edge gap fills wherever it starts (every stored fit is at most its cap), then the few exact orders of each.
+        ref uint fits = ref MemoryMarshal.GetArrayDataReference(_fits);
+        ref uint filled = ref MemoryMarshal.GetArrayDataReference(s_filled);
+        nuint row = (nuint)t * (nuint)_stride;
+        nuint left = (nuint)n.Left * (nuint)_stride;
+        nuint right = (nuint)n.Right * (nuint)_stride;
+        nuint full = (nuint)FullOrders(Math.Max(lowerWidth, upperWidth)) * MaxTrackedOrders;
+        for (nuint i = 0; i < (nuint)_stride; i += (nuint)Vector256<uint>.Count)
+        {
+            Vector256<uint> children = Vector256.Max(Vector256.LoadUnsafe(ref fits, left + i), Vector256.LoadUnsafe(ref fits, right + i));
+            Vector256.Max(children, Vector256.LoadUnsafe(ref filled, full + i)).StoreUnsafe(ref fits, row + i);
+        }
+
+        AddExactFits(ref Unsafe.Add(ref fits, row), lowerStart, lowerWidth);
+        AddExactFits(ref Unsafe.Add(ref fits, row), upperStart, upperWidth);
+    }
+
+    // Orders 0 .. FullOrders(width) - 1 fit their cap 2^k in a gap of width pages wherever it starts: 2^(k+1) - 1 <= width.
+    private int FullOrders(ulong width) => Math.Min(BitOperations.Log2(width + 1), _orders);
+
+    // Raises the row's fits to the exact ones of the gap of width pages from lo for the orders above FullOrders(width)
+    // that can matter: those with 2^(k-1) < width, at most two.
+    private void AddExactFits(ref uint row, ulong lo, ulong width)
+    {
+        for (int k = FullOrders(width); k < _orders && (1UL << k) >> 1 < width; k++)
+        {
+            uint fit = Fit(lo, lo + width, k);
+            ref uint stored = ref Unsafe.Add(ref row, k);
+            if (fit > stored)
+            {
+                stored = fit;
+            }
+        }
+    }
+
+    // The stored fit of order k of the gap [low, high): capped at 2^k, 0 when at most 2^(k-1).
+    private static uint Fit(ulong low, ulong high, int k)
+    {
+        ulong mask = (1UL << k) - 1;
+        ulong start = (low + mask) & ~mask;
+        ulong fit = start < high ? high - start : 0;
+        return fit > mask ? (uint)(mask + 1) : fit > (mask + 1) >> 1 ? (uint)fit : 0;
+    }
+
+    // Row f (of MaxTrackedOrders) holds the cap 2^k for every order k below f and 0 above: what a gap whose first f
+    // orders are full contributes to them.
+    private static uint[] CreateFilledRows()
+    {
+        var rows = new uint[(MaxTrackedOrders + 1) * MaxTrackedOrders];
+        for (int f = 0; f <= MaxTrackedOrders; f++)
+        {
+            for (int k = 0; k < f; k++)
+            {
+                rows[(f * MaxTrackedOrders) + k] = 1u << k;
+            }
+        }
+
+        return rows;
     }
 
     private int NewNode(ulong lo, ulong hi)
@@ -348,6 +503,7 @@ internal sealed class IovaAllocator
             if (_used == _nodes.Length)
             {
                 Array.Resize(ref _nodes, _nodes.Length * 2);
+                Array.Resize(ref _fits, _nodes.Length * _stride);
             }
 
             t = _used++;
@@ -358,6 +514,7 @@ internal sealed class IovaAllocator
         _seed ^= _seed >> 17;
         _seed ^= _seed << 5;
         _nodes[t] = new Node { Lo = lo, Hi = hi, MinLo = lo, MaxHi = hi, Priority = _seed };
+        _fits.AsSpan(t * _stride, _stride).Clear(); // a single range has no gap inside
         return t;
     }
 
@@ -397,11 +554,29 @@ internal sealed class IovaAllocator
 
         Debug.Assert(gap == n.MaxGap);
         maxGap = gap;
+
+        // The best fits against the formula applied to every order of the two gaps at this node's edges.
+        for (int k = 0; k < _stride; k++)
+        {
+            uint expected = Math.Max(_fits[(n.Left * _stride) + k], _fits[(n.Right * _stride) + k]);
+            if (k < _orders && n.Left != Nil)
+            {
+                expected = Math.Max(expected, Fit(_nodes[n.Left].MaxHi + 1, n.Lo, k));
+            }
+
+            if (k < _orders && n.Right != Nil)
+            {
+                expected = Math.Max(expected, Fit(n.Hi + 1, _nodes[n.Right].MinLo, k));
+            }
+
+            Debug.Assert(_fits[(t * _stride) + k] == expected);
+        }
+
         return count;
     }
 
     // One allocated range [Lo, Hi] and the summary of its subtree: the lowest start, the highest end and the widest gap
-    // between two ranges inside it (the gaps at its edges belong to the parent).
+    // between two ranges inside it (the gaps at its edges belong to the parent); its best fits are in _fits.
     private struct Node
     {
         public ulong Lo;

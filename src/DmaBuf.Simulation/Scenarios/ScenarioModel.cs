@@ -268,7 +268,15 @@ public sealed record StrategyResult(
 /// simulated IOMMUs keep per live buffer (frame bytes live in the SoC's memory and are not part of it). An upper bound:
 /// garbage not yet collected counts too.
 /// </param>
-public sealed record ResultMemory(long PeakHeapBytes, long HeapBytesPerBuffer);
+public sealed record ResultMemory(long PeakHeapBytes, long HeapBytesPerBuffer)
+{
+    /// <summary>
+    /// Growth of the heap after the SoC was built, per pool buffer, measured after a full collection at the end of the
+    /// frames (before teardown): what the run really keeps per live buffer, garbage excluded. At most
+    /// <see cref="HeapBytesPerBuffer"/> apart from what was allocated after the last sample.
+    /// </summary>
+    public long LiveHeapBytesPerBuffer { get; init; }
+}
 
 /// <summary>
 /// What a device that keeps using its old device addresses after unmap reached. The window is the time from an unmap to
