@@ -5,7 +5,8 @@ namespace DmaBuf.Benchmarks;
 /// <summary>
 /// The BenchmarkDotNet host: <c>dotnet run -c Release --project bench/DmaBuf.Benchmarks -- --filter '*'</c>.
 /// <c>-- frame-costs [pool] [seed]</c> instead prints the per-buffer simulated cost breakdown of
-/// <see cref="FrameCostProbe"/>; <c>-- peers</c> the cross-process comparison of <see cref="PeersComparison"/>.
+/// <see cref="FrameCostProbe"/>; <c>-- peers</c> the cross-process comparison of <see cref="PeersComparison"/>; <c>-- ring-inprocess</c> the ring's
+/// software cost in one process (<see cref="RingInProcess"/>).
 /// </summary>
 public static class Program
 {
@@ -19,6 +20,8 @@ public static class Program
                 return 0;
             case "peers":
                 return PeersComparison.Run(args.AsSpan(1));
+            case "ring-inprocess":
+                return RingInProcess.Run(args.AsSpan(1));
             case "peers-netmq-child":
                 return NetMqPeer.RunChild(args.AsSpan(1));
             default:
