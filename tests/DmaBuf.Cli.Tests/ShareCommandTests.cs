@@ -25,9 +25,12 @@ public sealed class ShareCommandTests
         Assert.Equal(0, r.GetProperty("leakedFds").GetInt32());
         Assert.Equal(4 + 1 + 24, r.GetProperty("descriptorsSent").GetInt64()); // once per pool frame, the floor's page, every re-map
         JsonElement cache = r.GetProperty("consumerMappingCache");
-        // The channel maps each buffer once when it is registered (a miss); every handoff then finds that mapping, the
-        // pool's first round included (24), and so does the shared-memory floor's page (1).
-        Assert.Equal(24 + 1, cache.GetProperty("hits").GetInt64());
+        // The channel maps each pool buffer once when it is registered (4 misses), and every handoff, the pool's first
+        // round included, reads through that registration's mapping (ReceivedBuffer.Frame) without asking the cache.
+        // The shared-memory floor's page is mapped once at registration and once by its answerer (1 miss, 1 hit);
+        // every re-mapped frame is a new import, so a miss (24).
+        Assert.Equal(1, cache.GetProperty("hits").GetInt64());
+        Assert.Equal(4 + 1 + 24, cache.GetProperty("misses").GetInt64());
         Assert.Equal(0, cache.GetProperty("liveMappingsAtEnd").GetInt32());
         foreach (string field in new[] { "handoffP50Us", "handoffP99Us", "socketRoundTripP50Us", "copyP50Us", "remapP50Us" })
         {
