@@ -101,8 +101,11 @@ internal sealed class ProcessSnapshot
                 continue; // gone while we listed, or the listing's own descriptor of this directory
             }
 
-            // The runtime opens assemblies and native libraries as it first needs them; those are not ours to leak.
-            if (target.EndsWith(".dll", StringComparison.Ordinal) || target.Contains(".so", StringComparison.Ordinal))
+            // The runtime opens assemblies and native libraries as it first needs them, and its socket engine's epoll
+            // instance the first time any test in the process awaits a socket (we never make an epoll ourselves);
+            // those are not ours to leak.
+            if (target.EndsWith(".dll", StringComparison.Ordinal) || target.Contains(".so", StringComparison.Ordinal) ||
+                target == "anon_inode:[eventpoll]")
             {
                 continue;
             }
