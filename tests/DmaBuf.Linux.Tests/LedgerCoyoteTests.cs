@@ -1,5 +1,3 @@
-using Microsoft.Coyote;
-using Microsoft.Coyote.SystematicTesting;
 using DmaBuf.Testing.Coyote;
 
 namespace DmaBuf.Linux.Tests;
@@ -10,9 +8,6 @@ namespace DmaBuf.Linux.Tests;
 // bin/.../coyote/; each iteration explores another interleaving of their tasks and the ledger's Monitor locks.
 public sealed class LedgerCoyoteTests
 {
-    // 1,000 per race in CI; the long run sets DMABUF_COYOTE_ITERATIONS (e.g. 100000).
-    private static readonly uint Iterations =
-        uint.TryParse(Environment.GetEnvironmentVariable("DMABUF_COYOTE_ITERATIONS"), out uint n) && n > 0 ? n : 1000;
 
     [Theory]
     [InlineData(nameof(LedgerRace.TwoSendsOfOneNewBufferAsync))]
@@ -20,21 +15,8 @@ public sealed class LedgerCoyoteTests
     [InlineData(nameof(LedgerRace.RegisterVersusCloseAsync))]
     public void LedgerRace_CoyoteSystematic_NoReorderingAndEveryReferenceDroppedOnce(string scenario)
     {
-        Func<Task> test = RewrittenScenario(scenario);
-        Configuration configuration = Configuration.Create()
-            .WithTestingIterations(Iterations)
-            .WithRandomGeneratorSeed(20251)
-            .WithMemoryAccessRaceCheckingEnabled(true)
-            .WithTelemetryEnabled(false);
-        using TestingEngine engine = TestingEngine.Create(configuration, test);
-
-        engine.Run();
-
-        TestContext.Current.TestOutputHelper?.WriteLine(engine.GetReport());
-        RewrittenAssemblies.AssertClean(engine, Iterations, scenario);
+        s_rewritten.RunSystematic(typeof(LedgerRace), scenario, "DmaBuf.Linux", seed: 20251);
     }
 
     private static readonly RewrittenAssemblies s_rewritten = new("DmaBuf.Linux.Tests.csproj", "DmaBuf.Linux", "DmaBuf.Linux.Tests");
-
-    private static Func<Task> RewrittenScenario(string name) => s_rewritten.RewrittenScenario(typeof(LedgerRace), name, "DmaBuf.Linux");
 }

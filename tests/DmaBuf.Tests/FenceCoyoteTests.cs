@@ -1,5 +1,3 @@
-using Microsoft.Coyote;
-using Microsoft.Coyote.SystematicTesting;
 using DmaBuf.Testing.Coyote;
 
 namespace DmaBuf.Tests;
@@ -11,29 +9,14 @@ namespace DmaBuf.Tests;
 // interlocked operations.
 public sealed class FenceCoyoteTests
 {
-    private const uint Iterations = 1000;
-
     [Theory]
     [InlineData(nameof(FenceRace.SignalBeforeAddAsync))]
     [InlineData(nameof(FenceRace.SignalAfterAddAsync))]
     [InlineData(nameof(FenceRace.AddRemoveSignalAsync))]
     public void RaceSignalCallback_CoyoteSystematic_NoCallbackLostOrRunTwice(string scenario)
     {
-        Func<Task> test = RewrittenScenario(scenario);
-        Configuration configuration = Configuration.Create()
-            .WithTestingIterations(Iterations)
-            .WithRandomGeneratorSeed(20250)
-            .WithMemoryAccessRaceCheckingEnabled(true)
-            .WithTelemetryEnabled(false);
-        using TestingEngine engine = TestingEngine.Create(configuration, test);
-
-        engine.Run();
-
-        TestContext.Current.TestOutputHelper?.WriteLine(engine.GetReport());
-        RewrittenAssemblies.AssertClean(engine, Iterations, scenario);
+        s_rewritten.RunSystematic(typeof(FenceRace), scenario, "DmaBuf", seed: 20250);
     }
 
     private static readonly RewrittenAssemblies s_rewritten = new("DmaBuf.Tests.csproj", "DmaBuf", "DmaBuf.Tests");
-
-    private static Func<Task> RewrittenScenario(string name) => s_rewritten.RewrittenScenario(typeof(FenceRace), name, "DmaBuf");
 }

@@ -1,5 +1,6 @@
 using System.Reflection;
 using System.Runtime.Loader;
+using Microsoft.Coyote;
 using Microsoft.Coyote.Rewriting;
 using Microsoft.Coyote.SystematicTesting;
 
@@ -59,6 +60,35 @@ public sealed class RewrittenAssemblies
         Assembly tested = Load(framework);
         Assert.True(RewritingEngine.IsAssemblyRewritten(tested), $"{tested.Location} is not rewritten by Coyote.");
         return scenario;
+    }
+
+    /// <summary>
+    /// Coyote iterations per scenario: 1,000 in CI; a long run sets <c>DMABUF_COYOTE_ITERATIONS</c> (e.g. 100000).
+    /// </summary>
+    public static uint Iterations { get; } =
+        uint.TryParse(Environment.GetEnvironmentVariable("DMABUF_COYOTE_ITERATIONS"), out uint n) && n > 0 ? n : 1000;
+
+    /// <summary>
+    /// Runs scenario <paramref name="method"/> of <paramref name="type"/> (its rewritten copy, with
+    /// <paramref name="framework"/> under test) for <see cref="Iterations"/> interleavings from <paramref name="seed"/>,
+    /// with data races on shared memory checked (and, when <paramref name="atomics"/>, every atomic operation a
+    /// scheduling point), then asserts the run clean (<see cref="AssertClean"/>).
+    /// </summary>
+    public void RunSystematic(Type type, string method, string framework, uint seed, bool atomics = false)
+    {
+        Func<Task> test = RewrittenScenario(type, method, framework);
+        Configuration configuration = Configuration.Create()
+            .WithTestingIterations(Iterations)
+            .WithRandomGeneratorSeed(seed)
+            .WithMemoryAccessRaceCheckingEnabled(true)
+            .WithAtomicOperationRaceCheckingEnabled(atomics)
+            .WithTelemetryEnabled(false);
+        using TestingEngine engine = TestingEngine.Create(configuration, test);
+
+        engine.Run();
+
+        TestContext.Current.TestOutputHelper?.WriteLine(engine.GetReport());
+        AssertClean(engine, Iterations, method);
     }
 
     /// <summary>
