@@ -196,11 +196,6 @@ public sealed partial class BufferChannel
         };
         while (true)
         {
-            if (HasRoomClosing(ring))
-            {
-                return;
-            }
-
             if (ring.IsDisposed)
             {
                 throw _ledger.ClosedException();
@@ -214,6 +209,11 @@ public sealed partial class BufferChannel
             if (spinUntil == long.MaxValue || Stopwatch.GetTimestamp() < spinUntil)
             {
                 spin.SpinOnce(sleep1Threshold: -1); // spins, then yields; never sleeps
+                if (HasRoomClosing(ring))
+                {
+                    return;
+                }
+
                 continue;
             }
 
