@@ -288,7 +288,7 @@ internal static class ShareCommand
             step("handoff over the socket");
             m.Handoff = Handoffs.Measure(channel, pool, s.Frames, firstFrame: 0, transient: false, s_patience);
             step("shared-memory floor");
-            m.SharedMemory = SharedMemoryFloor.Measure(channel, Math.Max(s.Frames, 1000), s_patience);
+            m.SharedMemory = SharedMemoryFloor.Measure(channel, Math.Max(s.Frames, 1000), s.Frames, frameSize, s_patience);
             channel.ForgetAll(); // the consumer lets go of the cached imports, so every remap below starts from nothing
             step("re-map every frame");
             m.Remap = Handoffs.Measure(channel, pool, s.Frames, firstFrame: s.Frames, transient: true, s_patience).Steady;
@@ -567,7 +567,8 @@ internal static class ShareCommand
         double roundTrip = Percentile(m.RoundTrip, 0.50);
         double copy = Percentile(m.Copy, 0.50);
         double remap = Percentile(m.Remap, 0.50);
-        double shm = Percentile(m.SharedMemory, 0.50);
+        double shm = Percentile(m.SharedMemory.Idle, 0.50);
+        double shmInRhythm = Percentile(m.SharedMemory.InRhythm, 0.50);
         ConsumerResult c = m.Consumer!;
         RingReport? ring = null;
         if (m.Ring is RingPhase r)
@@ -575,7 +576,7 @@ internal static class ShareCommand
             double p50 = Percentile(r.Handoff.Steady, 0.50);
             ring = new RingReport(
                 s.Wait!.Value.ToString().ToLowerInvariant(), Round(p50), Round(Percentile(r.Handoff.Steady, 0.99)),
-                Round(Percentile(r.Handoff.FirstSends, 0.50)), Round(p50 / shm), Round(handoff / p50), Round(copy / p50),
+                Round(Percentile(r.Handoff.FirstSends, 0.50)), Round(p50 / shm), Round(p50 / shmInRhythm), Round(handoff / p50), Round(copy / p50),
                 Round(p50 / Percentile(m.IdleRoundTrip, 0.50)), c.RingCpuUsPerFrame, r.WakeUpsSent);
         }
 
@@ -584,7 +585,7 @@ internal static class ShareCommand
             Round(handoff), Round(Percentile(m.Handoff.Steady, 0.99)), Round(Percentile(m.Handoff.FirstSends, 0.50)),
             ring?.HandoffP50Us, ring?.HandoffP99Us,
             Round(roundTrip), Round(Percentile(m.RoundTrip, 0.99)), Round(Percentile(m.IdleRoundTrip, 0.50)),
-            Round(shm), Round(Percentile(m.SharedMemory, 0.99)),
+            Round(shm), Round(Percentile(m.SharedMemory.Idle, 0.99)), Round(shmInRhythm),
             Round(copy), Round(Percentile(m.Copy, 0.99)),
             Round(remap), Round(Percentile(m.Remap, 0.99)),
             Round(handoff / roundTrip), Round(copy / handoff), Round(remap / handoff),
@@ -613,6 +614,7 @@ internal static class ShareCommand
 
         table.AddRow("  first send of each pool buffer (its descriptor)", Us(r.FirstSendP50Us), "", "");
         table.AddRow("bare shared-memory ping-pong (both busy-polling)", Us(r.SharedMemoryRoundTripP50Us), Us(r.SharedMemoryRoundTripP99Us), "");
+        table.AddRow("  same, in rhythm (a frame written and read between)", Us(r.SharedMemoryRoundTripInRhythmP50Us), "", "");
         table.AddRow("bare socket round trip, 16 bytes", Us(r.SocketRoundTripP50Us), Us(r.SocketRoundTripP99Us),
             $"handoff = {r.HandoffVsRoundTrip.ToString("0.00", c)}x it");
         table.AddRow("  same, back to back (no frame work between)", Us(r.SocketRoundTripIdleP50Us), "", "");
@@ -651,7 +653,7 @@ internal static class ShareCommand
 
         public HandoffTimes Handoff { get; set; } = new([], []);
 
-        public double[] SharedMemory { get; set; } = [];
+        public SharedMemoryTimes SharedMemory { get; set; } = new([], []);
 
         public RingPhase? Ring { get; set; }
 

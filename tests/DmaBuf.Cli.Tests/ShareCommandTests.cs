@@ -55,11 +55,12 @@ public sealed class ShareCommandTests
         Assert.Equal(0, r.GetProperty("leakedFds").GetInt32());
         Assert.Equal(4 + 1 + 24 + 4, r.GetProperty("descriptorsSent").GetInt64()); // the ring channel sends each pool frame's once too
         Assert.Equal(wait, r.GetProperty("ring").GetProperty("wait").GetString());
-        foreach (string field in new[] { "ringHandoffP50Us", "ringHandoffP99Us", "sharedMemoryRoundTripP50Us", "firstSendP50Us", "socketRoundTripIdleP50Us" })
+        foreach (string field in new[] { "ringHandoffP50Us", "ringHandoffP99Us", "sharedMemoryRoundTripP50Us", "sharedMemoryRoundTripInRhythmP50Us", "firstSendP50Us", "socketRoundTripIdleP50Us" })
         {
             Assert.True(r.GetProperty(field).GetDouble() > 0, field);
         }
 
+        Assert.True(r.GetProperty("ring").GetProperty("ringVsSharedMemoryInRhythm").GetDouble() > 0);
         Assert.True(r.GetProperty("consumerCpuUsPerFrame").GetProperty("ring").GetDouble() > 0);
     }
 

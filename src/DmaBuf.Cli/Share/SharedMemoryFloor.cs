@@ -4,47 +4,81 @@ using DmaBuf.Linux;
 
 namespace DmaBuf.Cli;
 
+/// <summary>The two floors of a shared-memory handoff: back to back, and in the handoff's rhythm.</summary>
+/// <param name="Idle">Round trips back to back: every line hot in both CPUs' caches.</param>
+/// <param name="InRhythm">
+/// One round trip per frame, as a handoff comes: the producer writes a whole frame before each ping, the consumer
+/// reads and checks it after each pong, and the next ping waits until it has.
+/// </param>
+internal sealed record SharedMemoryTimes(double[] Idle, double[] InRhythm);
+
 /// <summary>
 /// The floor of any shared-memory handoff between the two processes: a bare ping-pong through one shared page, both
-/// sides busy-polling (the producer writes a number on one cache line, the consumer copies it to another). The page is
-/// a memfd the producer hands over on the channel once, marked by <see cref="Marker"/>.
+/// sides busy-polling (the producer writes a number on one cache line, the consumer copies it to another). The buffer
+/// is a memfd the producer hands over on the channel once, marked by <see cref="Marker"/>: its first page holds the
+/// words, the rest one frame, which the in-rhythm round trips write and read between pings as a handoff's frames are.
 /// </summary>
 internal static class SharedMemoryFloor
 {
-    /// <summary>User data that marks the floor's page (a frame's checksum is never asked to equal it and be 4 KiB).</summary>
+    /// <summary>User data that marks the floor's buffer (a frame's checksum is never asked to equal it and be this size).</summary>
     public const ulong Marker = 0xf100_f100_f100_f100;
 
     public const long PageBytes = 4096;
     private const int Ping = 0;       // the producer's line (longs)
     private const int Pong = 16;      // the consumer's line: 128 bytes further
+    private const int Work = 32;      // the producer's: the checksum of the frame to read after the pong, 0 for none
+    private const int Done = 48;      // the consumer's: the last round trip whose frame it read (negated: it was wrong)
     private const long Stop = -1;
 
-    /// <summary>Producer side: hands the page over, times <paramref name="count"/> round trips, stops the consumer.</summary>
-    public static double[] Measure(BufferChannel channel, int count, TimeSpan patience)
+    /// <summary>
+    /// Producer side: hands the buffer over, times <paramref name="idle"/> round trips back to back and
+    /// <paramref name="inRhythm"/> with a frame of <paramref name="frameBytes"/> between, and stops the consumer.
+    /// </summary>
+    public static SharedMemoryTimes Measure(BufferChannel channel, int idle, int inRhythm, long frameBytes, TimeSpan patience)
     {
-        using DmaBufHandle page = new MemfdExporter(new MmapCache()).Allocate(PageBytes, "shm-floor");
-        using CpuMapping map = page.MapCpu();
-        Span<long> words = MemoryMarshal.Cast<byte, long>(map.Span);
+        using DmaBufHandle buffer = new MemfdExporter(new MmapCache()).Allocate(PageBytes + frameBytes, "shm-floor");
+        using CpuMapping map = buffer.MapCpu();
+        Span<long> words = MemoryMarshal.Cast<byte, long>(map.Span[..(int)PageBytes]);
+        Span<byte> frame = map.Span[(int)PageBytes..];
         words.Clear();
-        long sequence = channel.SendBuffer(page, Marker);
+        long sequence = channel.SendBuffer(buffer, Marker);
         while (channel.Receive(patience) is not BufferAcknowledged ack || ack.Sequence != sequence)
         {
         }
 
-        int warmup = Math.Min(1000, count);
-        double[] times = new double[count];
-        for (int k = 1; k <= warmup + count; k++)
+        int warmup = Math.Min(1000, idle);
+        double[] idleTimes = new double[idle];
+        long k = 0;
+        for (int i = 0; i < warmup + idle; i++)
         {
-            long t0 = Stopwatch.GetTimestamp();
-            Volatile.Write(ref words[Ping], k);
-            while (Volatile.Read(ref words[Pong]) != k)
+            double t = RoundTrip(words, ++k);
+            if (i >= warmup)
             {
+                idleTimes[i - warmup] = t;
+            }
+        }
+
+        double[] rhythmTimes = new double[inRhythm];
+        long deadline = Environment.TickCount64 + (long)patience.TotalMilliseconds;
+        for (int i = 0; i < inRhythm; i++)
+        {
+            ulong checksum = ShareFramePattern.Fill(frame, i);
+            Volatile.Write(ref words[Work], (long)(checksum | 1)); // never 0: 0 says "no frame"
+            rhythmTimes[i] = RoundTrip(words, ++k);
+            long done;
+            while (Math.Abs(done = Volatile.Read(ref words[Done])) != k)
+            {
+                if (Environment.TickCount64 > deadline)
+                {
+                    throw new TimeoutException("The consumer did not read the floor's frame in time.");
+                }
+
                 Thread.SpinWait(1);
             }
 
-            if (k > warmup)
+            if (done < 0)
             {
-                times[k - warmup - 1] = Handoffs.MicrosecondsSince(t0);
+                throw new InvalidOperationException($"The consumer read the floor's frame {i} with a wrong checksum.");
             }
         }
 
@@ -53,21 +87,37 @@ internal static class SharedMemoryFloor
         {
         }
 
-        return times;
+        return new SharedMemoryTimes(idleTimes, rhythmTimes);
     }
 
-    /// <summary>Whether <paramref name="received"/> is the floor's page.</summary>
-    public static bool IsFloorPage(ReceivedBuffer received) =>
-        received.UserData == Marker && received.Handle.Buffer.Size == PageBytes;
+    private static double RoundTrip(Span<long> words, long k)
+    {
+        long t0 = Stopwatch.GetTimestamp();
+        Volatile.Write(ref words[Ping], k);
+        while (Volatile.Read(ref words[Pong]) != k)
+        {
+            Thread.SpinWait(1);
+        }
 
-    /// <summary>Consumer side: answers every ping until the producer says stop, then releases the page.</summary>
+        return Handoffs.MicrosecondsSince(t0);
+    }
+
+    /// <summary>Whether <paramref name="received"/> is the floor's buffer.</summary>
+    public static bool IsFloorPage(ReceivedBuffer received) =>
+        received.UserData == Marker && received.Handle.Buffer.Size > PageBytes;
+
+    /// <summary>
+    /// Consumer side: answers every ping until the producer says stop (reading and checking the frame after the pong
+    /// when the producer asks for it), then releases the buffer.
+    /// </summary>
     public static void Answer(BufferChannel channel, ReceivedBuffer received)
     {
         using (received)
         {
             using CpuMapping map = received.Handle.MapCpu();
             channel.Acknowledge(received);
-            Span<long> words = MemoryMarshal.Cast<byte, long>(map.Span);
+            Span<long> words = MemoryMarshal.Cast<byte, long>(map.Span[..(int)PageBytes]);
+            ReadOnlySpan<byte> frame = map.Span[(int)PageBytes..];
             long last = 0;
             while (true)
             {
@@ -81,6 +131,13 @@ internal static class SharedMemoryFloor
                 {
                     last = v;
                     Volatile.Write(ref words[Pong], v);
+                    long work = Volatile.Read(ref words[Work]);
+                    if (work != 0)
+                    {
+                        bool ok = (long)(ShareFramePattern.Checksum(frame) | 1) == work;
+                        Volatile.Write(ref words[Work], 0);
+                        Volatile.Write(ref words[Done], ok ? v : -v);
+                    }
                 }
                 else
                 {
