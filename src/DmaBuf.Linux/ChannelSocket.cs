@@ -26,7 +26,11 @@ internal readonly struct Deadline
 
     /// <summary><paramref name="timeout"/> from now; <see cref="Timeout.InfiniteTimeSpan"/> is never.</summary>
     public static Deadline After(TimeSpan timeout) =>
-        timeout == Timeout.InfiniteTimeSpan ? Never : new(Environment.TickCount64 + (long)Math.Ceiling(Math.Max(0, timeout.TotalMilliseconds)));
+        timeout == Timeout.InfiniteTimeSpan ? Never : new(Environment.TickCount64 + CeilingMilliseconds(timeout));
+
+    /// <summary>Whole milliseconds, rounded up, of a non-negative timeout (0 for a negative one); integer arithmetic only.</summary>
+    private static long CeilingMilliseconds(TimeSpan timeout) =>
+        timeout.Ticks <= 0 ? 0 : ((timeout.Ticks - 1) / TimeSpan.TicksPerMillisecond) + 1;
 
     public static Deadline Earlier(Deadline a, Deadline b) => a._at <= b._at ? a : b;
 }

@@ -13,7 +13,8 @@ namespace DmaBuf.Linux;
 internal sealed class FrameMapping
 {
     private readonly IDisposable _unmap;
-    private readonly Stack<FrameLease> _free = new();
+    private readonly Stack<FrameLease> _free = new(); // free leases beyond the spare, under its own lock
+    private FrameLease? _spare; // one free lease, taken and put back with one atomic exchange
     private int _count = 1; // the registration's
     private int _retired;
 
@@ -57,10 +58,13 @@ internal sealed class FrameMapping
     internal FrameLease Lease()
     {
         Interlocked.Increment(ref _count);
-        FrameLease? lease = null;
-        lock (_free)
+        FrameLease? lease = Interlocked.Exchange(ref _spare, null); // the usual case: one lease out at a time, no lock
+        if (lease is null)
         {
-            _free.TryPop(out lease);
+            lock (_free)
+            {
+                _free.TryPop(out lease);
+            }
         }
 
         lease ??= new FrameLease(this);
@@ -79,9 +83,12 @@ internal sealed class FrameMapping
 
     internal void Return(FrameLease lease)
     {
-        lock (_free)
+        if (Interlocked.CompareExchange(ref _spare, lease, null) is not null)
         {
-            _free.Push(lease);
+            lock (_free)
+            {
+                _free.Push(lease);
+            }
         }
 
         Release();
