@@ -428,7 +428,7 @@ internal static class ShareCommand
                 {
                     if (message is ReceivedBuffer received)
                     {
-                        if (SharedMemoryFloor.IsFloorPage(received))
+                        if (SharedMemoryFloor.IsFloorBuffer(received))
                         {
                             SharedMemoryFloor.Answer(channel, received);
                         }

@@ -103,7 +103,7 @@ internal static class SharedMemoryFloor
     }
 
     /// <summary>Whether <paramref name="received"/> is the floor's buffer.</summary>
-    public static bool IsFloorPage(ReceivedBuffer received) =>
+    public static bool IsFloorBuffer(ReceivedBuffer received) =>
         received.UserData == Marker && received.Handle.Buffer.Size > PageBytes;
 
     /// <summary>
