@@ -414,7 +414,7 @@ internal static class ShareCommand
                     {
                         try
                         {
-                            RingHandoff.Consume(socketName, options, wait, (c, r) => Consume(c, r, tally, ringCpu, ref tally.RingVerified), s_patience);
+                            RingHandoff.Consume(socketName, options, wait, (c, r) => Consume(c, r, tally, ringCpu, ref tally.RingVerified, acknowledge: false), s_patience);
                         }
                         catch (Exception e) when (e is ChannelProtocolException or LinuxErrorException or InvalidOperationException or IOException)
                         {
@@ -434,7 +434,7 @@ internal static class ShareCommand
                         }
                         else
                         {
-                            Consume(channel, received, tally, socketCpu, ref received.IsTransient ? ref tally.RemapVerified : ref tally.Verified);
+                            Consume(channel, received, tally, socketCpu, ref received.IsTransient ? ref tally.RemapVerified : ref tally.Verified, acknowledge: true);
                         }
                     }
                 }
@@ -463,8 +463,12 @@ internal static class ShareCommand
     }
 
     /// <summary>Maps the frame (a cache hit after the first round of the pool), acknowledges, verifies, releases.</summary>
-    /// <remarks>Registered frames count in <paramref name="cpu"/>: the thread's CPU from one frame's release to the next's arrival.</remarks>
-    private static void Consume(BufferChannel channel, ReceivedBuffer received, Tally tally, FrameCpu cpu, ref int verified)
+    /// <remarks>
+    /// Registered frames count in <paramref name="cpu"/>: the thread's CPU from one frame's release to the next's arrival.
+    /// Without <paramref name="acknowledge"/> the channel has acknowledged already (the ring's channel acknowledges on
+    /// receipt); the socket's channel acknowledges here, after the mapping, which the re-map baseline's definition needs.
+    /// </remarks>
+    private static void Consume(BufferChannel channel, ReceivedBuffer received, Tally tally, FrameCpu cpu, ref int verified, bool acknowledge)
     {
         using (received)
         {
@@ -473,7 +477,11 @@ internal static class ShareCommand
                 // An id-only delivery: the registration's one mapping, leased; the acknowledgement goes first (the
                 // handoff ends when the consumer holds the frame), the check of its bytes after.
                 ReceivedFrame frame = received.Frame;
-                channel.Acknowledge(received);
+                if (acknowledge)
+                {
+                    channel.Acknowledge(received);
+                }
+
                 Arrived(cpu, received);
                 frame.BeginCpuAccess(CpuAccess.Read);
                 bool ok = ShareFramePattern.Checksum(frame.Span) == received.UserData;
@@ -483,7 +491,11 @@ internal static class ShareCommand
             else
             {
                 using CpuMapping map = received.Handle.MapCpu();
-                channel.Acknowledge(received);
+                if (acknowledge)
+                {
+                    channel.Acknowledge(received);
+                }
+
                 Arrived(cpu, received);
                 received.Handle.BeginCpuAccess(CpuAccess.Read);
                 bool ok = ShareFramePattern.Checksum(map.Span) == received.UserData;

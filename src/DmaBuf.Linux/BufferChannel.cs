@@ -38,6 +38,7 @@ public sealed partial class BufferChannel : IDisposable
     private readonly ImportCache _imports;
     private readonly BufferPool? _pool;
     private readonly TimeSpan _sendTimeout;
+    private readonly bool _acknowledgeOnReceipt;
 #pragma warning disable CA2213 // never disposed: it has no wait handle (AvailableWaitHandle is not used), and a receiver may release it after close
     private readonly ReceiveGate _receiveGate = new(); // one receiver at a time; async receivers hold it across awaits
 #pragma warning restore CA2213
@@ -57,6 +58,7 @@ public sealed partial class BufferChannel : IDisposable
         _imports = options.ImportCache ?? ImportCache.Shared;
         _pool = options.ReturnTo;
         _sendTimeout = options.SendTimeout;
+        _acknowledgeOnReceipt = options.AcknowledgeOnReceipt;
         _wait = options.Wait;
         _wantsRing = options.Transport == ChannelTransport.Ring;
         _spinBudgetTicks = (long)(options.SpinBudget.TotalSeconds * System.Diagnostics.Stopwatch.Frequency);
@@ -822,7 +824,36 @@ public sealed partial class BufferChannel : IDisposable
         }
     }
 
+    /// <summary>Holds a delivery (<see cref="HoldBuffer"/>) and, with <see cref="BufferChannelOptions.AcknowledgeOnReceipt"/>, acknowledges it.</summary>
     private ReceivedBuffer OnBuffer(WireMessage m, ReceivedRecord? record)
+    {
+        ReceivedBuffer received = HoldBuffer(m, record);
+        if (_acknowledgeOnReceipt)
+        {
+            AcknowledgeOnReceipt(received);
+        }
+
+        return received;
+    }
+
+    /// <summary>
+    /// The acknowledgement the channel sends for a delivery it now holds (leased, or imported), before the receiver sees
+    /// it. A send that fails has closed the connection; the delivery is disposed then, as nobody will receive it.
+    /// </summary>
+    private void AcknowledgeOnReceipt(ReceivedBuffer received)
+    {
+        try
+        {
+            SendControl(new WireMessage(MessageType.Ack, BufferId: received.RemoteBufferId, Sequence: received.Sequence), Deadline.After(_sendTimeout));
+        }
+        catch
+        {
+            received.Dispose();
+            throw;
+        }
+    }
+
+    private ReceivedBuffer HoldBuffer(WireMessage m, ReceivedRecord? record)
     {
         if (!m.Flags.HasFlag(MessageFlags.FenceAttached))
         {

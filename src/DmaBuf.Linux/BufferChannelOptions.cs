@@ -68,6 +68,16 @@ public sealed class BufferChannelOptions
     /// </summary>
     public ChannelTransport Transport { get; init; }
 
+    /// <summary>
+    /// Acknowledge every delivery on receipt: the channel sends the acknowledgement (user data 0) as soon as it holds the
+    /// buffer (an id-only delivery leased through its registration's mapping, or a descriptor imported), before
+    /// <see cref="BufferChannel.Receive()"/> returns it, so the sender learns it from inside the receive path rather than
+    /// after the application's own call to <see cref="BufferChannel.Acknowledge"/>. Off by default. The acknowledgement says
+    /// the buffer is held, not that a fence sent with it has signalled; calling <see cref="BufferChannel.Acknowledge"/> as
+    /// well sends a second one. A failed send closes the connection, and the delivery is disposed unseen.
+    /// </summary>
+    public bool AcknowledgeOnReceipt { get; init; }
+
     /// <summary>How a ring-transport channel waits for the peer; <see cref="RingWait.Hybrid"/> by default.</summary>
     public RingWait Wait { get; init; }
 

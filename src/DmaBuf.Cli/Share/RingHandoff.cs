@@ -8,6 +8,8 @@ internal sealed record RingPhase(HandoffTimes Handoff, long DescriptorsSent, lon
 /// <summary>
 /// The ring transport's phase: a second channel between the same two processes, on the control ring with the chosen
 /// wait, opened only for this phase (a spinning consumer would otherwise burn a CPU through the other measurements).
+/// The consumer's side acknowledges on receipt (<see cref="BufferChannelOptions.AcknowledgeOnReceipt"/>): the
+/// acknowledgement goes out from the receive path as soon as the frame is leased, not after the application's call.
 /// </summary>
 internal static class RingHandoff
 {
@@ -22,6 +24,7 @@ internal static class RingHandoff
         ExpectedProcessId = basis.ExpectedProcessId,
         Transport = ChannelTransport.Ring,
         Wait = wait,
+        AcknowledgeOnReceipt = true, // the consumer's channel acknowledges from inside its receive path, once it holds the frame
     };
 
     /// <summary>Producer side: listens, waits for the consumer, and hands <paramref name="count"/> frames over the ring.</summary>
