@@ -49,7 +49,7 @@ public sealed class ChannelDeliveryModelTests
         ProcessSnapshot before = ProcessSnapshot.Take();
         try
         {
-            Gen.Const(0).Select(_ => (new Actual(), new Model()))
+            Gen.Bool.Select(acknowledge => (new Actual(acknowledge), new Model()))
                 .SampleModelBased(
                     [
                         Gen.Select(Gen.Int[1, 3], Gen.Int[0, 19]).Operation<Actual, Model>(
@@ -114,6 +114,12 @@ public sealed class ChannelDeliveryModelTests
             return false;
         }
 
+        // Acknowledging on receipt: exactly one acknowledgement per delivery the channel held, none for what it refused.
+        if (a.AcknowledgesOnReceipt && !a.Acknowledged.SequenceEqual(m.Deliveries.Select(d => d.Id)))
+        {
+            return false;
+        }
+
         for (int k = 0; k < a.Deliveries.Count; k++)
         {
             (ReceivedBuffer got, bool disposed) = a.Deliveries[k];
@@ -130,13 +136,24 @@ public sealed class ChannelDeliveryModelTests
     internal sealed class Actual : IDisposable
     {
         private readonly MemfdExporter _exporter = new(new MmapCache());
-        private readonly HashSet<long> _peerRegistered = []; // what the peer sent with its descriptor and did not forget
+        private readonly HashSet<long> _peerRegistered = [];
+        private readonly System.Net.Sockets.Socket? _peerReads; // what the peer sent with its descriptor and did not forget
         private long _sequence;
         private string _summary = "nothing done";
 
-        public Actual()
+        public Actual(bool acknowledgeOnReceipt = false)
         {
-            Peer = new RawPeer(new ImportCache(new MmapCache()));
+            AcknowledgesOnReceipt = acknowledgeOnReceipt;
+            Peer = new RawPeer(new BufferChannelOptions { ImportCache = new ImportCache(new MmapCache()), AcknowledgeOnReceipt = acknowledgeOnReceipt });
+            if (acknowledgeOnReceipt)
+            {
+                // The peer's end, read without waiting after every step: what the channel acknowledged on its own.
+                _peerReads = new System.Net.Sockets.Socket(new System.Net.Sockets.SafeSocketHandle(Peer.Socket.DangerousGetHandle(), ownsHandle: false))
+                {
+                    Blocking = false,
+                };
+            }
+
             lock (s_worlds)
             {
                 // One sequence at a time (threads: 1): the ones before this are over, so their descriptors go now.
@@ -147,6 +164,12 @@ public sealed class ChannelDeliveryModelTests
         }
 
         public RawPeer Peer { get; }
+
+        /// <summary>Whether the channel acknowledges every delivery it holds (<see cref="BufferChannelOptions.AcknowledgeOnReceipt"/>).</summary>
+        public bool AcknowledgesOnReceipt { get; }
+
+        /// <summary>The buffer ids of the acknowledgements the peer read, in order (only when the channel acknowledges on receipt).</summary>
+        public List<long> Acknowledged { get; } = [];
 
         /// <summary>Every delivery received, and whether the application disposed it.</summary>
         public List<(ReceivedBuffer Buffer, bool Disposed)> Deliveries { get; } = [];
@@ -274,6 +297,7 @@ public sealed class ChannelDeliveryModelTests
         public void Dispose()
         {
             Deliveries.ForEach(d => d.Buffer.Dispose());
+            _peerReads?.Dispose(); // does not own the descriptor: the peer closes it
             Peer.Dispose();
         }
 
@@ -281,7 +305,7 @@ public sealed class ChannelDeliveryModelTests
         public override string ToString() => _summary;
 
         private string Summary() =>
-            $"last '{Last}', closed {Peer.Channel.IsClosed} ({Peer.Channel.CloseReason}), registered {Peer.Channel.RegisteredBuffers}, " +
+            $"last '{Last}', acknowledged [{string.Join(",", Acknowledged)}] of {(AcknowledgesOnReceipt ? "every delivery" : "none")}, closed {Peer.Channel.IsClosed} ({Peer.Channel.CloseReason}), registered {Peer.Channel.RegisteredBuffers}, " +
             $"deliveries [{string.Join(",", Deliveries.Select(d => $"{d.Buffer.RemoteBufferId}{(d.Disposed ? "x" : "")}"))}]";
 
         private void ForgetAllIfClosed()
@@ -289,6 +313,40 @@ public sealed class ChannelDeliveryModelTests
             if (Peer.Channel.IsClosed)
             {
                 _peerRegistered.Clear(); // the peer sees its connection end
+            }
+        }
+
+        /// <summary>Reads what came to the peer without waiting; every acknowledgement must be of a delivery of this sequence.</summary>
+        private void ReadAcknowledgements()
+        {
+            if (_peerReads is null)
+            {
+                return;
+            }
+
+            byte[] record = new byte[ChannelSocket.MaxRecord];
+            while (true)
+            {
+                int length;
+                try
+                {
+                    length = _peerReads.Receive(record);
+                }
+                catch (System.Net.Sockets.SocketException e) when (e.SocketErrorCode == System.Net.Sockets.SocketError.WouldBlock)
+                {
+                    return;
+                }
+
+                if (length == 0)
+                {
+                    return; // the channel closed its end
+                }
+
+                WireMessage m = WireFormat.Decode(record.AsSpan(0, length), 0);
+                if (m.Type == MessageType.Ack)
+                {
+                    Acknowledged.Add(m.BufferId);
+                }
             }
         }
 
@@ -306,6 +364,7 @@ public sealed class ChannelDeliveryModelTests
                 Last = "refused " + e.Reason;
             }
 
+            ReadAcknowledgements();
             _summary = Summary();
         }
     }
