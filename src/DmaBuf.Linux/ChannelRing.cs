@@ -256,8 +256,7 @@ internal sealed unsafe class ChannelRing : IDisposable
     {
         Debug.Assert(_head - _seenTail < Capacity, "published without room");
         RingEntry* slot = Slot(_outbound, _head);
-        entry.Stamp = EmptyStamp(_head); // the fields first, the slot still reads as empty...
-        *slot = entry;
+        WriteFields(slot, entry); // the fields first, the slot still reads as empty...
         _head++;
         Volatile.Write(ref slot->Stamp, _head); // ...then the stamp, with release semantics: this publishes the entry
         Interlocked.MemoryBarrier(); // the stamp store before the flag load (the consumer fences the other way)
@@ -266,6 +265,23 @@ internal sealed unsafe class ChannelRing : IDisposable
             WakesSent++;
             _ = Interop.Libc.SignalEventFd(_peerEvent); // a peer that broke its eventfd only misses its own wake-ups
         }
+    }
+
+    /// <summary>
+    /// Writes <paramref name="entry"/>'s fields into <paramref name="slot"/> one by one and never its stamp: the consumer
+    /// polls the slot while we write it, and it must read as empty (the previous lap's stamp) until the stamp's store
+    /// that publishes it. A whole-struct assignment leaves it to the JIT what passes through the stamp's bytes on the
+    /// way: with <c>slot = entry</c> in optimized code, a consumer read the stamp 0 from a slot being written (neither
+    /// empty nor published) and closed a sound connection as a corrupt ring.
+    /// </summary>
+    internal static void WriteFields(RingEntry* slot, in RingEntry entry)
+    {
+        slot->Type = entry.Type;
+        slot->Flags = entry.Flags;
+        slot->BufferId = entry.BufferId;
+        slot->Sequence = entry.Sequence;
+        slot->Size = entry.Size;
+        slot->UserData = entry.UserData;
     }
 
     /// <summary>The stamp a slot holds before the entry at <paramref name="position"/> is published: the previous lap's, or 0 on the first.</summary>

@@ -342,8 +342,7 @@ public sealed class HostileRingTests
         public void Publish(RingEntry entry, long? stamp = null)
         {
             RingEntry* slot = SlotOf(_head);
-            entry.Stamp = slot->Stamp;
-            *slot = entry;
+            ChannelRing.WriteFields(slot, entry); // the stamp last, as the ring's producer writes it
             _head++;
             Volatile.Write(ref slot->Stamp, stamp ?? _head);
         }
