@@ -211,6 +211,41 @@ internal sealed unsafe class ChannelRing : IDisposable
         }
     }
 
+    /// <summary>
+    /// Two rings joined as the two ends of one connection within this process, with no channel around them (for tests
+    /// and benchmarks of the ring alone): what the first publishes the second reads, and back.
+    /// </summary>
+    internal static (ChannelRing First, ChannelRing Second) CreateConnectedPair()
+    {
+        (SafeFdHandle firstRegion, SafeFdHandle firstEvent) = CreateOurs();
+        (SafeFdHandle secondRegion, SafeFdHandle secondEvent) = CreateOurs();
+        SafeFdHandle firstRegionCopy = Interop.Libc.Duplicate(firstRegion), firstEventCopy = Interop.Libc.Duplicate(firstEvent);
+        SafeFdHandle secondRegionCopy = Interop.Libc.Duplicate(secondRegion), secondEventCopy = Interop.Libc.Duplicate(secondEvent);
+        ChannelRing? first = null;
+        try
+        {
+            first = Open(firstRegion, firstEvent, secondRegionCopy, secondEventCopy); // each Open takes its four
+        }
+        catch
+        {
+            secondRegion.Dispose();
+            secondEvent.Dispose();
+            firstRegionCopy.Dispose();
+            firstEventCopy.Dispose();
+            throw;
+        }
+
+        try
+        {
+            return (first, Open(secondRegion, secondEvent, firstRegionCopy, firstEventCopy));
+        }
+        catch
+        {
+            first.Dispose();
+            throw;
+        }
+    }
+
     /// <summary>Holds both mappings for the caller's access; false when the ring is closed.</summary>
     internal bool Enter()
     {

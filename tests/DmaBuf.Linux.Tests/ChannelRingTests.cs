@@ -13,7 +13,7 @@ public sealed class ChannelRingTests
     public void AConsumerPollingTheSlotBeingWritten_SeesEachEntryWholeAndNoStampOnTheWay()
     {
         const int entries = 300_000; // over a thousand laps of the ring
-        (ChannelRing producer, ChannelRing consumer) = Pair();
+        (ChannelRing producer, ChannelRing consumer) = ChannelRing.CreateConnectedPair();
         using (producer)
         using (consumer)
         {
@@ -67,16 +67,5 @@ public sealed class ChannelRingTests
                 consumer.Exit();
             }
         }
-    }
-
-    /// <summary>Two rings joined as the two ends of one connection: what the first publishes the second reads, and back.</summary>
-    internal static (ChannelRing First, ChannelRing Second) Pair()
-    {
-        (SafeFdHandle firstRegion, SafeFdHandle firstEvent) = ChannelRing.CreateOurs();
-        (SafeFdHandle secondRegion, SafeFdHandle secondEvent) = ChannelRing.CreateOurs();
-        SafeFdHandle firstRegionCopy = Interop.Libc.Duplicate(firstRegion), firstEventCopy = Interop.Libc.Duplicate(firstEvent);
-        SafeFdHandle secondRegionCopy = Interop.Libc.Duplicate(secondRegion), secondEventCopy = Interop.Libc.Duplicate(secondEvent);
-        ChannelRing first = ChannelRing.Open(firstRegion, firstEvent, secondRegionCopy, secondEventCopy); // each takes its four
-        return (first, ChannelRing.Open(secondRegion, secondEvent, firstRegionCopy, firstEventCopy));
     }
 }
