@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using DmaBuf.Cli;
 using DmaBuf.Linux;
 
@@ -20,7 +21,8 @@ internal static class RingInProcess
     {
         int count = args.Length > 0 && int.TryParse(args[0], out int n) && n > 0 ? n : 20_000;
         long frameBytes = 3840L * 2160 * 3 / 2;
-        double[] floor = PingPong(count);
+        double[] floor = PingPong(count, 4096, fill: false);
+        double[] floorFilled = PingPong(Math.Min(count, 600), frameBytes, fill: true);
         double[] hot = Handoffs(count, 4096, fill: false);
         double[] filled = Handoffs(Math.Min(count, 600), frameBytes, fill: true);
         double[] bareHot = BareRing(count, 4096, fill: false);
@@ -31,6 +33,7 @@ internal static class RingInProcess
         (string, double[])[] rows =
         [
             ("bare ping-pong (the floor)", floor),
+            ("bare ping-pong, 4K frame filled and checked", floorFilled),
             ("ring handoff, 4 KiB, back to back", hot),
             ("ring handoff, 4K frame filled and checked", filled),
             ("bare ring, no channel: 4 KiB, back to back", bareHot),
@@ -44,15 +47,27 @@ internal static class RingInProcess
         return 0;
     }
 
-    private static double[] PingPong(int count)
+    /// <summary>
+    /// The bare ping-pong through one shared page (a memfd, as the ring's regions are): the producer writes a number
+    /// (and, when <paramref name="fill"/>, the checksum of the frame it filled just before, on the same line), the
+    /// consumer copies the number to a line of its own, then checks the frame and says so on a third line, which the
+    /// producer waits for before its next frame: the floor in the handoff's rhythm, as <c>dmabuf share</c> measures it.
+    /// </summary>
+    private static double[] PingPong(int count, long frameBytes, bool fill)
     {
-        long[] words = new long[64];
+        const int Ping = 0, Work = 1, Pong = 16, Done = 32;
+        const long PageBytes = 4096;
+        var exporter = new MemfdExporter(new MmapCache());
+        using DmaBufHandle buffer = exporter.Allocate(PageBytes + frameBytes, "ping-pong");
+        using CpuMapping map = buffer.MapCpu();
+        int bad = 0;
         var pong = new Thread(() =>
         {
+            Span<long> words = MemoryMarshal.Cast<byte, long>(map.Span[..(int)PageBytes]);
             long last = 0;
             while (true)
             {
-                long v = Volatile.Read(ref words[0]);
+                long v = Volatile.Read(ref words[Ping]);
                 if (v == -1)
                 {
                     return;
@@ -61,7 +76,17 @@ internal static class RingInProcess
                 if (v != last)
                 {
                     last = v;
-                    Volatile.Write(ref words[16], v);
+                    long work = Volatile.Read(ref words[Work]);
+                    Volatile.Write(ref words[Pong], v);
+                    if (work != 0)
+                    {
+                        if ((long)(ShareFramePattern.Checksum(map.Span[(int)PageBytes..]) | 1) != work)
+                        {
+                            bad++;
+                        }
+
+                        Volatile.Write(ref words[Done], v);
+                    }
                 }
                 else
                 {
@@ -70,13 +95,16 @@ internal static class RingInProcess
             }
         }) { IsBackground = true };
         pong.Start();
-        int warmup = 10_000;
+        Span<long> words = MemoryMarshal.Cast<byte, long>(map.Span[..(int)PageBytes]);
+        int warmup = fill ? 100 : 10_000;
         double[] times = new double[count];
         for (int k = 1; k <= warmup + count; k++)
         {
+            long work = fill ? (long)(ShareFramePattern.Fill(map.Span[(int)PageBytes..], k) | 1) : 0;
             long t0 = Stopwatch.GetTimestamp();
-            Volatile.Write(ref words[0], k);
-            while (Volatile.Read(ref words[16]) != k)
+            Volatile.Write(ref words[Work], work);
+            Volatile.Write(ref words[Ping], k);
+            while (Volatile.Read(ref words[Pong]) != k)
             {
                 Thread.SpinWait(1);
             }
@@ -85,10 +113,20 @@ internal static class RingInProcess
             {
                 times[k - warmup - 1] = Cli.Handoffs.MicrosecondsSince(t0);
             }
+
+            while (fill && Volatile.Read(ref words[Done]) != k)
+            {
+                Thread.SpinWait(1);
+            }
         }
 
-        Volatile.Write(ref words[0], -1);
+        Volatile.Write(ref words[Ping], -1);
         pong.Join();
+        if (bad != 0)
+        {
+            throw new InvalidOperationException($"{bad} frames failed their check in the ping-pong's consumer.");
+        }
+
         return times;
     }
 

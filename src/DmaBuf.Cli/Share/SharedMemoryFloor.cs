@@ -26,7 +26,7 @@ internal static class SharedMemoryFloor
     public const long PageBytes = 4096;
     private const int Ping = 0;       // the producer's line (longs)
     private const int Pong = 16;      // the consumer's line: 128 bytes further
-    private const int Work = 32;      // the producer's: the checksum of the frame to read after the pong, 0 for none
+    private const int Work = 1;       // the producer's, on the ping's line: the checksum of the frame to read after the pong, 0 for none
     private const int Done = 48;      // the consumer's: the last round trip whose frame it read (negated: it was wrong)
     private const long Stop = -1;
 
@@ -51,7 +51,7 @@ internal static class SharedMemoryFloor
         long k = 0;
         for (int i = 0; i < warmup + idle; i++)
         {
-            double t = RoundTrip(words, ++k);
+            double t = RoundTrip(words, ++k, work: 0);
             if (i >= warmup)
             {
                 idleTimes[i - warmup] = t;
@@ -63,8 +63,7 @@ internal static class SharedMemoryFloor
         for (int i = 0; i < inRhythm; i++)
         {
             ulong checksum = ShareFramePattern.Fill(frame, i);
-            Volatile.Write(ref words[Work], (long)(checksum | 1)); // never 0: 0 says "no frame"
-            rhythmTimes[i] = RoundTrip(words, ++k);
+            rhythmTimes[i] = RoundTrip(words, ++k, (long)(checksum | 1)); // never 0: 0 says "no frame"
             long done;
             while (Math.Abs(done = Volatile.Read(ref words[Done])) != k)
             {
@@ -90,9 +89,10 @@ internal static class SharedMemoryFloor
         return new SharedMemoryTimes(idleTimes, rhythmTimes);
     }
 
-    private static double RoundTrip(Span<long> words, long k)
+    private static double RoundTrip(Span<long> words, long k, long work)
     {
         long t0 = Stopwatch.GetTimestamp();
+        Volatile.Write(ref words[Work], work); // inside the timed part, as a handoff's entry carries its checksum
         Volatile.Write(ref words[Ping], k);
         while (Volatile.Read(ref words[Pong]) != k)
         {
@@ -130,12 +130,11 @@ internal static class SharedMemoryFloor
                 if (v != last)
                 {
                     last = v;
+                    long work = Volatile.Read(ref words[Work]); // written before this ping, on its line
                     Volatile.Write(ref words[Pong], v);
-                    long work = Volatile.Read(ref words[Work]);
                     if (work != 0)
                     {
                         bool ok = (long)(ShareFramePattern.Checksum(frame) | 1) == work;
-                        Volatile.Write(ref words[Work], 0);
                         Volatile.Write(ref words[Done], ok ? v : -v);
                     }
                 }
