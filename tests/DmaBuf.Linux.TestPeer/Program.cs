@@ -131,107 +131,93 @@ static int Receive(string socket, bool hold)
     return 0;
 }
 
-static int Frames(string socket, V4l2PixFormat format)
-{
-    HashSet<string>? before = null;
-    var imports = new ImportCache(new MmapCache(256L << 20));
-    using (BufferChannel channel = BufferChannel.Connect(socket, new BufferChannelOptions { ImportCache = imports }))
+static int Frames(string socket, V4l2PixFormat format) => ConsumeAll(
+    socket,
+    (channel, received) =>
     {
-        Say("READY");
-        while (channel.Receive() is { } message)
+        LinuxBuffer linux = received.Handle.Buffer.GetLinuxBuffer();
+        string verdict;
+        using (CpuMapping map = received.Handle.MapCpu())
         {
-            if (message is not ReceivedBuffer received)
+            received.Handle.BeginCpuAccess(CpuAccess.Read);
+            try
             {
-                continue;
+                VividColorBars.AssertFrame(map.Span, format, $"frame {received.UserData}");
+                verdict = "ok";
             }
-
-            using (received)
+            catch (InvalidDataException e)
             {
-                LinuxBuffer linux = received.Handle.Buffer.GetLinuxBuffer();
-                string verdict;
-                using (CpuMapping map = received.Handle.MapCpu())
-                {
-                    received.Handle.BeginCpuAccess(CpuAccess.Read);
-                    try
-                    {
-                        VividColorBars.AssertFrame(map.Span, format, $"frame {received.UserData}");
-                        verdict = "ok";
-                    }
-                    catch (InvalidDataException e)
-                    {
-                        verdict = $"bad {e.Message}";
-                    }
-                    finally
-                    {
-                        received.Handle.EndCpuAccess(CpuAccess.Read);
-                    }
-                }
-
-                Say(string.Create(CultureInfo.InvariantCulture,
-                    $"FRAME {received.Sequence} {received.UserData} {linux.Identity.Device} {linux.Identity.Inode} {(received.CarriedFd ? 1 : 0)} {(linux.Kind == LinuxBufferKind.DmaBuf ? verdict : $"bad imported as {linux.Kind}")}"));
-                channel.Acknowledge(received);
+                verdict = $"bad {e.Message}";
             }
-
-            before ??= Descriptors(); // after the first frame, as the test's own leak checks warm up first
-        }
-    }
-
-    GC.Collect();
-    GC.WaitForPendingFinalizers();
-    HashSet<string> after = Descriptors();
-    before ??= after;
-    string[] leaked = [.. after.Where(f => !before.Contains(f)).Order(StringComparer.Ordinal)];
-    Say(string.Create(CultureInfo.InvariantCulture, $"FDS {before.Count} {after.Count} {leaked.Length} {string.Join(';', leaked)}").TrimEnd());
-    int dmaBufFds = after.Count(f => f.Contains("dmabuf", StringComparison.Ordinal));
-    int dmaBufMaps = File.ReadLines("/proc/self/maps").Count(l => l.Contains("/dmabuf:", StringComparison.Ordinal));
-    Say(string.Create(CultureInfo.InvariantCulture, $"DMABUFS {dmaBufFds} {dmaBufMaps}"));
-    Say(string.Create(CultureInfo.InvariantCulture, $"IMPORTS {imports.Count}"));
-    Say("END");
-    return 0;
-}
-
-static int Fenced(string socket, TimeSpan timeout)
-{
-    HashSet<string>? before = null;
-    var imports = new ImportCache(new MmapCache(256L << 20));
-    using (BufferChannel channel = BufferChannel.Connect(socket, new BufferChannelOptions { ImportCache = imports }))
-    {
-        Say("READY");
-        while (channel.Receive() is { } message)
-        {
-            if (message is not ReceivedBuffer received)
+            finally
             {
-                continue;
-            }
-
-            using (received)
-            {
-                string seq = received.Sequence.ToString(CultureInfo.InvariantCulture);
-                if (received.Fence is not { } fence)
-                {
-                    Say($"FENCE-MISSING {seq}");
-                    continue;
-                }
-
-                var clock = System.Diagnostics.Stopwatch.StartNew();
-                Say($"WAITING {seq}");
-                if (!received.WaitForFence(timeout))
-                {
-                    Say(string.Create(CultureInfo.InvariantCulture, $"FENCE-TIMEOUT {seq} {(long)timeout.TotalMilliseconds} {fence}"));
-                    continue;
-                }
-
-                long waited = clock.ElapsedMilliseconds;
-                using CpuMapping map = received.Handle.MapCpu();
-                received.Handle.BeginCpuAccess(CpuAccess.Read, TimeSpan.Zero); // the buffer's own fences are done too: no wait here
-                byte first = map.Span[0];
-                bool same = !map.Span.ContainsAnyExcept(first);
                 received.Handle.EndCpuAccess(CpuAccess.Read);
-                Say(string.Create(CultureInfo.InvariantCulture,
-                    $"FENCED {seq} {waited} {first:x2} {(same ? 1 : 0)} {(received.CarriedFd ? 2 : 1)}"));
+            }
+        }
+
+        Say(string.Create(CultureInfo.InvariantCulture,
+            $"FRAME {received.Sequence} {received.UserData} {linux.Identity.Device} {linux.Identity.Inode} {(received.CarriedFd ? 1 : 0)} {(linux.Kind == LinuxBufferKind.DmaBuf ? verdict : $"bad imported as {linux.Kind}")}"));
+        channel.Acknowledge(received);
+    },
+    (after, imports) =>
+    {
+        int dmaBufFds = after.Count(f => f.Contains("dmabuf", StringComparison.Ordinal));
+        int dmaBufMaps = File.ReadLines("/proc/self/maps").Count(l => l.Contains("/dmabuf:", StringComparison.Ordinal));
+        Say(string.Create(CultureInfo.InvariantCulture, $"DMABUFS {dmaBufFds} {dmaBufMaps}"));
+        Say(string.Create(CultureInfo.InvariantCulture, $"IMPORTS {imports.Count}"));
+    });
+
+static int Fenced(string socket, TimeSpan timeout) => ConsumeAll(
+    socket,
+    (_, received) =>
+    {
+        string seq = received.Sequence.ToString(CultureInfo.InvariantCulture);
+        if (received.Fence is not { } fence)
+        {
+            Say($"FENCE-MISSING {seq}");
+            return;
+        }
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        Say($"WAITING {seq}");
+        if (!received.WaitForFence(timeout))
+        {
+            Say(string.Create(CultureInfo.InvariantCulture, $"FENCE-TIMEOUT {seq} {(long)timeout.TotalMilliseconds} {fence}"));
+            return;
+        }
+
+        long waited = clock.ElapsedMilliseconds;
+        using CpuMapping map = received.Handle.MapCpu();
+        received.Handle.BeginCpuAccess(CpuAccess.Read, TimeSpan.Zero); // the buffer's own fences are done too: no wait here
+        byte first = map.Span[0];
+        bool same = !map.Span.ContainsAnyExcept(first);
+        received.Handle.EndCpuAccess(CpuAccess.Read);
+        Say(string.Create(CultureInfo.InvariantCulture,
+            $"FENCED {seq} {waited} {first:x2} {(same ? 1 : 0)} {(received.CarriedFd ? 2 : 1)}"));
+    });
+
+// Connects, says READY, hands each delivery to onBuffer (disposing it after), until the peer ends the channel; then
+// reports the descriptors opened since the first delivery (FDS), anything else the caller adds, and END.
+static int ConsumeAll(string socket, Action<BufferChannel, ReceivedBuffer> onBuffer, Action<HashSet<string>, ImportCache>? report = null)
+{
+    HashSet<string>? before = null;
+    var imports = new ImportCache(new MmapCache(256L << 20));
+    using (BufferChannel channel = BufferChannel.Connect(socket, new BufferChannelOptions { ImportCache = imports }))
+    {
+        Say("READY");
+        while (channel.Receive() is { } message)
+        {
+            if (message is not ReceivedBuffer received)
+            {
+                continue;
             }
 
-            before ??= Descriptors();
+            using (received)
+            {
+                onBuffer(channel, received);
+            }
+
+            before ??= Descriptors(); // after the first delivery, as the test's own leak checks warm up first
         }
     }
 
@@ -241,6 +227,7 @@ static int Fenced(string socket, TimeSpan timeout)
     before ??= after;
     string[] leaked = [.. after.Where(f => !before.Contains(f)).Order(StringComparer.Ordinal)];
     Say(string.Create(CultureInfo.InvariantCulture, $"FDS {before.Count} {after.Count} {leaked.Length} {string.Join(';', leaked)}").TrimEnd());
+    report?.Invoke(after, imports);
     Say("END");
     return 0;
 }

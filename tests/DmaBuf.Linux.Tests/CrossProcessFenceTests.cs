@@ -14,19 +14,11 @@ public sealed class CrossProcessFenceTests : IDisposable
     private static readonly TimeSpan s_patience = TimeSpan.FromSeconds(120); // the peer's start in the guest is slow
     private static readonly TimeSpan s_signalAfter = TimeSpan.FromMilliseconds(300);
     private const int PeerTimeoutMs = 1000;
-    private DrmPrimeExporter? _vgem;
-    private SafeFdHandle? _cardFile;
+    private readonly VgemFences _fences = new();
 
-    private DrmPrimeExporter Exporter => _vgem ??= KernelRequirement.Vgem();
+    private DrmPrimeExporter Exporter => _fences.Exporter;
 
-    /// <summary>A card descriptor of our own for vgem's fence ioctls (as in <see cref="KernelFenceTests"/>).</summary>
-    private SafeFdHandle Card => _cardFile ??= Interop.Libc.OpenReadWrite(Exporter.CardNode);
-
-    public void Dispose()
-    {
-        _cardFile?.Dispose(); // closing the file signals every vgem fence still pending on it
-        _vgem?.Dispose();
-    }
+    public void Dispose() => _fences.Dispose();
 
     [Fact]
     public void ASyncFileSentWithAFrame_IsWaitedOnByThePeer_WhichSeesTheBytesWrittenBeforeTheSignal_AndTimesOutOnOneNeverSignaled()
@@ -36,7 +28,7 @@ public sealed class CrossProcessFenceTests : IDisposable
         handle.BeginCpuAccess(CpuAccess.Write);
         map.Span.Fill(0x11);
         handle.EndCpuAccess(CpuAccess.Write);
-        _ = Card; // opened before the snapshot: it stays open until the class is disposed
+        _ = _fences.Card; // opened before the snapshot: it stays open until the class is disposed
         ProcessSnapshot before = ProcessSnapshot.Take();
 
         string socket = ProcessResources.UniqueSocketName("fenced");
@@ -59,7 +51,7 @@ public sealed class CrossProcessFenceTests : IDisposable
                 Assert.Equal(sequence.ToString(System.Globalization.CultureInfo.InvariantCulture), peer.Expect("WAITING")[0]);
                 Thread.Sleep(s_signalAfter); // the fenced writer's work: the peer must not read before it is done
                 map.Span.Fill(0x22);
-                Interop.Libc.DrmVgemFenceSignal(Card, first);
+                _fences.Signal(first);
                 string[] seen = peer.Expect("FENCED"); // seq ms byte same fds
                 Assert.Equal(sequence.ToString(System.Globalization.CultureInfo.InvariantCulture), seen[0]);
                 Assert.True(long.Parse(seen[1], System.Globalization.CultureInfo.InvariantCulture) >= 250, $"the peer waited only {seen[1]} ms for the fence");
@@ -79,7 +71,7 @@ public sealed class CrossProcessFenceTests : IDisposable
                 Assert.Equal(PeerTimeoutMs.ToString(System.Globalization.CultureInfo.InvariantCulture), timedOut[1]);
                 Assert.Contains("vgem", string.Join(' ', timedOut[2..]), StringComparison.Ordinal);
                 WaitForRelease(channel, sequence);
-                Interop.Libc.DrmVgemFenceSignal(Card, second);
+                _fences.Signal(second);
                 Assert.Equal(3, channel.Statistics.FdsSent); // the buffer's descriptor once, and the two fences
             }
 
@@ -95,11 +87,7 @@ public sealed class CrossProcessFenceTests : IDisposable
         Assert.True(held.Length == 0, $"leaked here: {string.Join("; ", held)}");
     }
 
-    private uint AttachFence(DmaBufHandle handle)
-    {
-        uint gem = Interop.Libc.DrmPrimeFdToHandle(Card, handle.Buffer.GetLinuxBuffer().Fd);
-        return Interop.Libc.DrmVgemFenceAttach(Card, gem, write: true);
-    }
+    private uint AttachFence(DmaBufHandle handle) => _fences.Attach(handle, write: true);
 
     private static void WaitForRelease(BufferChannel channel, long sequence)
     {

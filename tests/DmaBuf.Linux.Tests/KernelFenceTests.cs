@@ -14,23 +14,11 @@ public sealed class KernelFenceTests : IDisposable
 {
     private const long Size = 64 * 1024;
     private static readonly TimeSpan s_guard = Background<bool>.Guard;
-    private DrmPrimeExporter? _vgem;
-    private SafeFdHandle? _cardFile;
+    private readonly VgemFences _fences = new();
 
-    /// <summary>The exporter; skips the test when the machine has no vgem card.</summary>
-    private DrmPrimeExporter Exporter => _vgem ??= KernelRequirement.Vgem();
+    private DrmPrimeExporter Exporter => _fences.Exporter;
 
-    /// <summary>
-    /// vgem's fence ioctls take a GEM handle of the file they are called on: a card descriptor of our own, onto which
-    /// the buffers are imported (the same GEM object, so the same reservation object as the dma-buf's).
-    /// </summary>
-    private SafeFdHandle Card => _cardFile ??= Interop.Libc.OpenReadWrite(Exporter.CardNode);
-
-    public void Dispose()
-    {
-        _cardFile?.Dispose(); // closing the file signals every vgem fence still pending on it
-        _vgem?.Dispose();
-    }
+    public void Dispose() => _fences.Dispose();
 
     [Fact]
     public void CpuRead_WhileAVgemWriteFenceIsPending_WaitsForTheSignal_AndSeesWhatWasWrittenBeforeIt()
@@ -52,7 +40,7 @@ public sealed class KernelFenceTests : IDisposable
         // Not a clock: a reader that did not wait would be done long before; one that waits cannot be done yet.
         Assert.False(reader.Wait(TimeSpan.FromMilliseconds(300)), "the CPU read did not wait for the pending write fence");
         map.Span.Fill(0x22); // the fenced writer's work, finished before it signals
-        Interop.Libc.DrmVgemFenceSignal(Card, fence);
+        _fences.Signal(fence);
 
         byte[] bytes = reader.Result;
         Assert.True(bytes.All(b => b == 0x22), "the read after the signal does not see the bytes written before it");
@@ -73,7 +61,7 @@ public sealed class KernelFenceTests : IDisposable
         Assert.Contains("Nothing was begun", e.Message, StringComparison.Ordinal);
         Assert.Equal(0, handle.OpenCpuAccesses);
 
-        Interop.Libc.DrmVgemFenceSignal(Card, fence);
+        _fences.Signal(fence);
         handle.BeginCpuAccess(CpuAccess.Write, s_guard);
         handle.EndCpuAccess(CpuAccess.Write);
     }
@@ -87,13 +75,13 @@ public sealed class KernelFenceTests : IDisposable
         Assert.True(handle.WaitForFences(CpuAccess.Read, TimeSpan.Zero)); // readers do not wait for readers
         Assert.False(handle.WaitForFences(CpuAccess.Write, TimeSpan.Zero));
         Assert.False(handle.WaitForFences(CpuAccess.ReadWrite, TimeSpan.Zero));
-        Interop.Libc.DrmVgemFenceSignal(Card, read);
+        _fences.Signal(read);
         Assert.True(handle.WaitForFences(CpuAccess.Write, s_guard));
 
         uint write = AttachFence(handle, write: true);
         Assert.False(handle.WaitForFences(CpuAccess.Read, TimeSpan.Zero));
         Assert.False(handle.WaitForFences(CpuAccess.Write, TimeSpan.Zero));
-        Interop.Libc.DrmVgemFenceSignal(Card, write);
+        _fences.Signal(write);
         Assert.True(handle.WaitForFences(CpuAccess.Read, s_guard));
     }
 
@@ -113,7 +101,7 @@ public sealed class KernelFenceTests : IDisposable
         KernelFenceInfo info = Assert.Single(read.Fences);
         Assert.Equal("vgem", info.Driver);
         Assert.Equal(0, info.Status);
-        Interop.Libc.DrmVgemFenceSignal(Card, fence);
+        _fences.Signal(fence);
         Assert.True(read.Wait(s_guard));
         Assert.True(write.Wait(s_guard));
         Assert.Equal(1, read.Status);
@@ -132,7 +120,7 @@ public sealed class KernelFenceTests : IDisposable
 
         Assert.True(before.IsSignaled);
         Assert.False(after.IsSignaled);
-        Interop.Libc.DrmVgemFenceSignal(Card, fence);
+        _fences.Signal(fence);
         Assert.True(after.Wait(s_guard));
     }
 
@@ -148,7 +136,7 @@ public sealed class KernelFenceTests : IDisposable
 
         Assert.True(forReader.IsSignaled);
         Assert.False(forWriter.IsSignaled);
-        Interop.Libc.DrmVgemFenceSignal(Card, fence);
+        _fences.Signal(fence);
         Assert.True(forWriter.Wait(s_guard));
     }
 
@@ -162,7 +150,7 @@ public sealed class KernelFenceTests : IDisposable
         try
         {
             Assert.All(exports, s => Assert.False(s.IsSignaled));
-            Interop.Libc.DrmVgemFenceSignal(Card, fence);
+            _fences.Signal(fence);
             Assert.All(exports, s => Assert.True(s.Wait(s_guard)));
             using KernelSyncFile later = handle.ExportSyncFile(CpuAccess.ReadWrite);
             Assert.True(later.IsSignaled);
@@ -192,7 +180,7 @@ public sealed class KernelFenceTests : IDisposable
         Assert.False(target.WaitForFences(CpuAccess.Read, TimeSpan.Zero));
         Assert.True(readTarget.WaitForFences(CpuAccess.Read, TimeSpan.Zero));
         Assert.False(readTarget.WaitForFences(CpuAccess.Write, TimeSpan.Zero));
-        Interop.Libc.DrmVgemFenceSignal(Card, fence);
+        _fences.Signal(fence);
         Assert.True(target.WaitForFences(CpuAccess.ReadWrite, s_guard));
         Assert.True(readTarget.WaitForFences(CpuAccess.ReadWrite, s_guard));
     }
@@ -218,10 +206,10 @@ public sealed class KernelFenceTests : IDisposable
         bool readersWait = importAs != CpuAccess.Read;
         Assert.Equal(!readersWait, target.WaitForFences(CpuAccess.Read, TimeSpan.Zero));
         Assert.False(target.WaitForFences(CpuAccess.Write, TimeSpan.Zero));
-        Interop.Libc.DrmVgemFenceSignal(Card, fa);
+        _fences.Signal(fa);
         Assert.True(a.WaitForFences(CpuAccess.Write, s_guard));
         Assert.False(target.WaitForFences(CpuAccess.Write, TimeSpan.Zero)); // b's fence still holds it
-        Interop.Libc.DrmVgemFenceSignal(Card, fb);
+        _fences.Signal(fb);
         Assert.True(target.WaitForFences(CpuAccess.Write, s_guard));
         Assert.True(target.WaitForFences(CpuAccess.Read, TimeSpan.Zero));
     }
@@ -240,10 +228,10 @@ public sealed class KernelFenceTests : IDisposable
 
         Assert.Equal("both", merged.Name);
         Assert.Equal(2, merged.Fences.Count);
-        Interop.Libc.DrmVgemFenceSignal(Card, fa);
+        _fences.Signal(fa);
         Assert.True(sa.Wait(s_guard));
         Assert.False(merged.IsSignaled);
-        Interop.Libc.DrmVgemFenceSignal(Card, fb);
+        _fences.Signal(fb);
         Assert.True(merged.Wait(s_guard));
     }
 
@@ -259,7 +247,7 @@ public sealed class KernelFenceTests : IDisposable
         Assert.StartsWith("vgem:", framework.Context.Name, StringComparison.Ordinal);
         Assert.False(handle.Buffer.Resv.Test(FenceUsage.Read));
         Assert.False(handle.Buffer.Resv.Wait(FenceUsage.Write, TimeSpan.Zero, TestContext.Current.CancellationToken));
-        Interop.Libc.DrmVgemFenceSignal(Card, fence);
+        _fences.Signal(fence);
         Assert.True(handle.Buffer.Resv.Wait(FenceUsage.Read, s_guard, TestContext.Current.CancellationToken));
         Assert.Equal(1, framework.Status);
     }
@@ -289,11 +277,7 @@ public sealed class KernelFenceTests : IDisposable
         Assert.Throws<ArgumentException>(() => handle.WaitForFences((CpuAccess)0, TimeSpan.Zero));
     }
 
-    private uint AttachFence(DmaBufHandle handle, bool write)
-    {
-        uint gem = Interop.Libc.DrmPrimeFdToHandle(Card, handle.Buffer.GetLinuxBuffer().Fd);
-        return Interop.Libc.DrmVgemFenceAttach(Card, gem, write);
-    }
+    private uint AttachFence(DmaBufHandle handle, bool write) => _fences.Attach(handle, write);
 
     private static void Fill(DmaBufHandle handle, CpuMapping map, byte value)
     {
