@@ -16,7 +16,6 @@ namespace DmaBuf.Benchmarks;
 /// </summary>
 internal static class RingInProcess
 {
-    private static readonly bool XNoPause = Environment.GetEnvironmentVariable("X_NOPAUSE") == "1";
     public static int Run(ReadOnlySpan<string> args)
     {
         int count = args.Length > 0 && int.TryParse(args[0], out int n) && n > 0 ? n : 20_000;
@@ -301,7 +300,7 @@ internal static class RingInProcess
         RingEntry entry;
         while (!ring.TryRead(out entry))
         {
-            if (!XNoPause) Thread.SpinWait(1);
+            Thread.SpinWait(1);
         }
 
         return entry;
