@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Runtime.InteropServices;
 using DmaBuf.Cli;
 using DmaBuf.Linux;
 
@@ -47,79 +46,44 @@ internal static class RingInProcess
     }
 
     /// <summary>
-    /// The bare ping-pong through one shared page (a memfd, as the ring's regions are): the producer writes a number
-    /// (and, when <paramref name="fill"/>, the checksum of the frame it filled just before, on the same line), the
-    /// consumer copies the number to a line of its own, then checks the frame and says so on a third line, which the
-    /// producer waits for before its next frame: the floor in the handoff's rhythm, as <c>dmabuf share</c> measures it.
+    /// The bare ping-pong through one shared page (a memfd, as the ring's regions are), with the loops of
+    /// <c>dmabuf share</c>'s floor (<see cref="SharedMemoryFloor"/>) on two threads instead of two processes: the
+    /// producer writes a number (and, when <paramref name="fill"/>, the checksum of the frame it filled just before, on
+    /// the same line), the consumer copies the number to a line of its own, then checks the frame and says so on a
+    /// third line, which the producer waits for before its next frame: the floor in the handoff's rhythm.
     /// </summary>
     private static double[] PingPong(int count, long frameBytes, bool fill)
     {
-        const int Ping = 0, Work = 1, Pong = 16, Done = 32;
-        const long PageBytes = 4096;
         var exporter = new MemfdExporter(new MmapCache());
-        using DmaBufHandle buffer = exporter.Allocate(PageBytes + frameBytes, "ping-pong");
+        using DmaBufHandle buffer = exporter.Allocate(SharedMemoryFloor.PageBytes + frameBytes, "ping-pong");
         using CpuMapping map = buffer.MapCpu();
-        int bad = 0;
-        var pong = new Thread(() =>
+        SharedMemoryFloor.Words(map.Span).Clear();
+        var pong = new Thread(() => SharedMemoryFloor.AnswerPings(SharedMemoryFloor.Words(map.Span), map.Span[(int)SharedMemoryFloor.PageBytes..]))
         {
-            Span<long> words = MemoryMarshal.Cast<byte, long>(map.Span[..(int)PageBytes]);
-            long last = 0;
-            while (true)
-            {
-                long v = Volatile.Read(ref words[Ping]);
-                if (v == -1)
-                {
-                    return;
-                }
-
-                if (v != last)
-                {
-                    last = v;
-                    long work = Volatile.Read(ref words[Work]);
-                    Volatile.Write(ref words[Pong], v);
-                    if (work != 0)
-                    {
-                        if ((long)(ShareFramePattern.Checksum(map.Span[(int)PageBytes..]) | 1) != work)
-                        {
-                            bad++;
-                        }
-
-                        Volatile.Write(ref words[Done], v);
-                    }
-                }
-                else
-                {
-                    Thread.SpinWait(1);
-                }
-            }
-        }) { IsBackground = true };
+            IsBackground = true,
+        };
         pong.Start();
-        Span<long> words = MemoryMarshal.Cast<byte, long>(map.Span[..(int)PageBytes]);
+        Span<long> words = SharedMemoryFloor.Words(map.Span);
+        Span<byte> frame = map.Span[(int)SharedMemoryFloor.PageBytes..];
         int warmup = fill ? 100 : 10_000;
+        long deadline = Environment.TickCount64 + 60_000;
         double[] times = new double[count];
+        int bad = 0;
         for (int k = 1; k <= warmup + count; k++)
         {
-            long work = fill ? (long)(ShareFramePattern.Fill(map.Span[(int)PageBytes..], k) | 1) : 0;
-            long t0 = Stopwatch.GetTimestamp();
-            Volatile.Write(ref words[Work], work);
-            Volatile.Write(ref words[Ping], k);
-            while (Volatile.Read(ref words[Pong]) != k)
-            {
-                Thread.SpinWait(1);
-            }
-
+            double t = fill ? SharedMemoryFloor.RoundTripWithFrame(words, frame, k, k) : SharedMemoryFloor.RoundTrip(words, k, work: 0);
             if (k > warmup)
             {
-                times[k - warmup - 1] = Cli.Handoffs.MicrosecondsSince(t0);
+                times[k - warmup - 1] = t;
             }
 
-            while (fill && Volatile.Read(ref words[Done]) != k)
+            if (fill && !SharedMemoryFloor.FrameChecked(words, k, deadline))
             {
-                Thread.SpinWait(1);
+                bad++;
             }
         }
 
-        Volatile.Write(ref words[Ping], -1);
+        SharedMemoryFloor.StopAnswering(words);
         pong.Join();
         if (bad != 0)
         {

@@ -38,7 +38,7 @@ internal static class SharedMemoryFloor
     {
         using DmaBufHandle buffer = new MemfdExporter(new MmapCache()).Allocate(PageBytes + frameBytes, "shm-floor");
         using CpuMapping map = buffer.MapCpu();
-        Span<long> words = MemoryMarshal.Cast<byte, long>(map.Span[..(int)PageBytes]);
+        Span<long> words = Words(map.Span);
         Span<byte> frame = map.Span[(int)PageBytes..];
         words.Clear();
         long sequence = channel.SendBuffer(buffer, Marker);
@@ -62,26 +62,14 @@ internal static class SharedMemoryFloor
         long deadline = Environment.TickCount64 + (long)patience.TotalMilliseconds;
         for (int i = 0; i < inRhythm; i++)
         {
-            ulong checksum = ShareFramePattern.Fill(frame, i);
-            rhythmTimes[i] = RoundTrip(words, ++k, (long)(checksum | 1)); // never 0: 0 says "no frame"
-            long done;
-            while (Math.Abs(done = Volatile.Read(ref words[Done])) != k)
-            {
-                if (Environment.TickCount64 > deadline)
-                {
-                    throw new TimeoutException("The consumer did not read the floor's frame in time.");
-                }
-
-                Thread.SpinWait(1);
-            }
-
-            if (done < 0)
+            rhythmTimes[i] = RoundTripWithFrame(words, frame, ++k, i);
+            if (!FrameChecked(words, k, deadline))
             {
                 throw new InvalidOperationException($"The consumer read the floor's frame {i} with a wrong checksum.");
             }
         }
 
-        Volatile.Write(ref words[Ping], Stop);
+        StopAnswering(words);
         while (channel.Receive(patience) is not BufferReleased released || released.Sequence != sequence)
         {
         }
@@ -89,7 +77,45 @@ internal static class SharedMemoryFloor
         return new SharedMemoryTimes(idleTimes, rhythmTimes);
     }
 
-    private static double RoundTrip(Span<long> words, long k, long work)
+    /// <summary>The page's words: the first <see cref="PageBytes"/> of a floor buffer's mapping.</summary>
+    public static Span<long> Words(Span<byte> buffer) => MemoryMarshal.Cast<byte, long>(buffer[..(int)PageBytes]);
+
+    /// <summary>
+    /// Producer side, in rhythm: fills <paramref name="frame"/> with frame <paramref name="number"/>'s pattern
+    /// (untimed), then times round trip <paramref name="k"/> asking the consumer to check the frame after its pong.
+    /// </summary>
+    public static double RoundTripWithFrame(Span<long> words, Span<byte> frame, long k, long number)
+    {
+        ulong checksum = ShareFramePattern.Fill(frame, number);
+        return RoundTrip(words, k, (long)(checksum | 1)); // never 0: 0 says "no frame"
+    }
+
+    /// <summary>
+    /// Producer side: waits until the consumer has checked round trip <paramref name="k"/>'s frame (until
+    /// <paramref name="deadline"/>, an <see cref="Environment.TickCount64"/>) and says whether it was right.
+    /// </summary>
+    /// <exception cref="TimeoutException">The consumer did not check it in time.</exception>
+    public static bool FrameChecked(Span<long> words, long k, long deadline)
+    {
+        long done;
+        while (Math.Abs(done = Volatile.Read(ref words[Done])) != k)
+        {
+            if (Environment.TickCount64 > deadline)
+            {
+                throw new TimeoutException("The consumer did not read the floor's frame in time.");
+            }
+
+            Thread.SpinWait(1);
+        }
+
+        return done > 0;
+    }
+
+    /// <summary>Producer side: tells the consumer's <see cref="AnswerPings"/> to return.</summary>
+    public static void StopAnswering(Span<long> words) => Volatile.Write(ref words[Ping], Stop);
+
+    /// <summary>Producer side: one timed round trip <paramref name="k"/>, carrying <paramref name="work"/> (0: no frame to check).</summary>
+    public static double RoundTrip(Span<long> words, long k, long work)
     {
         long t0 = Stopwatch.GetTimestamp();
         Volatile.Write(ref words[Work], work); // inside the timed part, as a handoff's entry carries its checksum
@@ -116,32 +142,39 @@ internal static class SharedMemoryFloor
         {
             using CpuMapping map = received.Handle.MapCpu();
             channel.Acknowledge(received);
-            Span<long> words = MemoryMarshal.Cast<byte, long>(map.Span[..(int)PageBytes]);
-            ReadOnlySpan<byte> frame = map.Span[(int)PageBytes..];
-            long last = 0;
-            while (true)
-            {
-                long v = Volatile.Read(ref words[Ping]);
-                if (v == Stop)
-                {
-                    return;
-                }
+            AnswerPings(Words(map.Span), map.Span[(int)PageBytes..]);
+        }
+    }
 
-                if (v != last)
+    /// <summary>
+    /// Consumer side: answers every ping with its pong, then, when the ping carried a checksum, checks
+    /// <paramref name="frame"/> against it and says so; returns when the producer says stop.
+    /// </summary>
+    public static void AnswerPings(Span<long> words, ReadOnlySpan<byte> frame)
+    {
+        long last = 0;
+        while (true)
+        {
+            long v = Volatile.Read(ref words[Ping]);
+            if (v == Stop)
+            {
+                return;
+            }
+
+            if (v != last)
+            {
+                last = v;
+                long work = Volatile.Read(ref words[Work]); // written before this ping, on its line
+                Volatile.Write(ref words[Pong], v);
+                if (work != 0)
                 {
-                    last = v;
-                    long work = Volatile.Read(ref words[Work]); // written before this ping, on its line
-                    Volatile.Write(ref words[Pong], v);
-                    if (work != 0)
-                    {
-                        bool ok = (long)(ShareFramePattern.Checksum(frame) | 1) == work;
-                        Volatile.Write(ref words[Done], ok ? v : -v);
-                    }
+                    bool ok = (long)(ShareFramePattern.Checksum(frame) | 1) == work;
+                    Volatile.Write(ref words[Done], ok ? v : -v);
                 }
-                else
-                {
-                    Thread.SpinWait(1);
-                }
+            }
+            else
+            {
+                Thread.SpinWait(1);
             }
         }
     }
