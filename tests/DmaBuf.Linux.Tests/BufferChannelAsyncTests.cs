@@ -127,7 +127,7 @@ public sealed class BufferChannelAsyncTests
         var imports = new ImportCache(new MmapCache());
         Leaks.AssertNone(() =>
         {
-            using var peer = new HostileRingTests.RawRingPeer(imports);
+            using var peer = new RawRingPeer(imports);
             ValueTask<ChannelMessage?> pending = peer.Channel.ReceiveAsync(TestContext.Current.CancellationToken);
             Thread.Sleep(10);
             peer.Die();
