@@ -99,7 +99,11 @@ internal static class RingInProcess
         using var pool = BufferPool.Allocate(exporter, 4, size);
         (BufferChannel tx, BufferChannel rx) = BufferChannel.CreatePair(
             new BufferChannelOptions { Transport = ChannelTransport.Ring, Wait = RingWait.Spin, ReturnTo = pool },
-            new BufferChannelOptions { Transport = ChannelTransport.Ring, Wait = RingWait.Spin, ImportCache = new ImportCache(new MmapCache()) });
+            new BufferChannelOptions
+            {
+                Transport = ChannelTransport.Ring, Wait = RingWait.Spin, ImportCache = new ImportCache(new MmapCache()),
+                AcknowledgeOnReceipt = true, // as dmabuf share's consumer: the acknowledgement goes from the receive path
+            });
         using (tx)
         using (rx)
         {
@@ -113,7 +117,6 @@ internal static class RingInProcess
                         using (r)
                         {
                             ReceivedFrame frame = r.Frame;
-                            rx.Acknowledge(r);
                             if (ShareFramePattern.Checksum(frame.Span) != r.UserData)
                             {
                                 bad++;

@@ -827,6 +827,24 @@ public sealed partial class BufferChannel : IDisposable
     /// <summary>Holds a delivery (<see cref="HoldBuffer"/>) and, with <see cref="BufferChannelOptions.AcknowledgeOnReceipt"/>, acknowledges it.</summary>
     private ReceivedBuffer OnBuffer(WireMessage m, ReceivedRecord? record)
     {
+        if (_acknowledgeOnReceipt && (m.Flags & (MessageFlags.FdAttached | MessageFlags.FenceAttached)) == 0
+            && _ledger.LeaseRegistered(m.BufferId, m.Size) is FrameLease lease)
+        {
+            // The steady id-only delivery: once the lease holds the frame, the acknowledgement goes out before anything
+            // else is done, so the sender waits for the lease and the ring, not for the delivery's object.
+            try
+            {
+                SendAcknowledgement(m);
+            }
+            catch
+            {
+                lease.Dispose(lease.Generation);
+                throw;
+            }
+
+            return new ReceivedBuffer(this, m.BufferId, m.Sequence, m.UserData, handle: null, carriedFd: false, transient: false, lease: lease);
+        }
+
         ReceivedBuffer received = HoldBuffer(m, record);
         if (_acknowledgeOnReceipt)
         {
@@ -844,7 +862,7 @@ public sealed partial class BufferChannel : IDisposable
     {
         try
         {
-            SendControl(new WireMessage(MessageType.Ack, BufferId: received.RemoteBufferId, Sequence: received.Sequence), Deadline.After(_sendTimeout));
+            SendAcknowledgement(new WireMessage(MessageType.Buffer, BufferId: received.RemoteBufferId, Sequence: received.Sequence));
         }
         catch
         {
@@ -852,6 +870,10 @@ public sealed partial class BufferChannel : IDisposable
             throw;
         }
     }
+
+    /// <summary>Acknowledges delivery <paramref name="m"/> (its id and sequence), in the send order.</summary>
+    private void SendAcknowledgement(in WireMessage m) =>
+        SendControl(new WireMessage(MessageType.Ack, BufferId: m.BufferId, Sequence: m.Sequence), Deadline.After(_sendTimeout));
 
     private ReceivedBuffer HoldBuffer(WireMessage m, ReceivedRecord? record)
     {

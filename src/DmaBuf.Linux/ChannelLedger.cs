@@ -164,7 +164,11 @@ internal sealed class ChannelLedger<T>
     /// <exception cref="TimeoutException">Another send held the order past the deadline.</exception>
     internal SendScope EnterSend(Deadline deadline)
     {
-        if (deadline.IsNever)
+        if (Monitor.TryEnter(_sendOrder))
+        {
+            // Nobody else sends (the usual case): the plain attempt, which costs less than the timed wait's first look.
+        }
+        else if (deadline.IsNever)
         {
             Monitor.Enter(_sendOrder);
         }
