@@ -834,7 +834,7 @@ public sealed partial class BufferChannel : IDisposable
             // else is done, so the sender waits for the lease and the ring, not for the delivery's object.
             try
             {
-                SendAcknowledgement(m);
+                SendAcknowledgement(m.BufferId, m.Sequence);
             }
             catch
             {
@@ -862,7 +862,7 @@ public sealed partial class BufferChannel : IDisposable
     {
         try
         {
-            SendAcknowledgement(new WireMessage(MessageType.Buffer, BufferId: received.RemoteBufferId, Sequence: received.Sequence));
+            SendAcknowledgement(received.RemoteBufferId, received.Sequence);
         }
         catch
         {
@@ -871,9 +871,9 @@ public sealed partial class BufferChannel : IDisposable
         }
     }
 
-    /// <summary>Acknowledges delivery <paramref name="m"/> (its id and sequence), in the send order.</summary>
-    private void SendAcknowledgement(in WireMessage m) =>
-        SendControl(new WireMessage(MessageType.Ack, BufferId: m.BufferId, Sequence: m.Sequence), Deadline.After(_sendTimeout));
+    /// <summary>Acknowledges the peer's delivery of buffer <paramref name="id"/> #<paramref name="sequence"/>, in the send order.</summary>
+    private void SendAcknowledgement(long id, long sequence) =>
+        SendControl(new WireMessage(MessageType.Ack, BufferId: id, Sequence: sequence), Deadline.After(_sendTimeout));
 
     private ReceivedBuffer HoldBuffer(WireMessage m, ReceivedRecord? record)
     {
