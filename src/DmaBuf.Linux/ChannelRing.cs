@@ -322,7 +322,7 @@ internal sealed unsafe class ChannelRing : IDisposable
     /// <summary>The stamp a slot holds before the entry at <paramref name="position"/> is published: the previous lap's, or 0 on the first.</summary>
     private static long EmptyStamp(long position) => position >= Capacity ? position + 1 - Capacity : 0;
 
-    private static RingEntry* Slot(nint region, long position) =>
+    internal static RingEntry* Slot(nint region, long position) =>
         (RingEntry*)(region + EntriesOffset + ((position % Capacity) * EntrySize));
 
     // ---- consuming (inside the channel's receive lock; between Enter and Exit) ----

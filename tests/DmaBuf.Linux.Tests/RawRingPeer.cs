@@ -55,13 +55,13 @@ internal sealed unsafe class RawRingPeer : IDisposable
     /// <summary>Writes the entry at the next position, then its stamp (by default the position plus one, as the ring's producer does).</summary>
     public void Publish(RingEntry entry, long? stamp = null)
     {
-        RingEntry* slot = SlotOf(_region, _head);
+        RingEntry* slot = ChannelRing.Slot(_region, _head);
         ChannelRing.WriteFields(slot, entry); // the stamp last, as the ring's producer writes it
         _head++;
         Volatile.Write(ref slot->Stamp, stamp ?? _head);
     }
 
-    public void WriteStamp(long position, long stamp) => Volatile.Write(ref SlotOf(_region, position)->Stamp, stamp);
+    public void WriteStamp(long position, long stamp) => Volatile.Write(ref ChannelRing.Slot(_region, position)->Stamp, stamp);
 
     public void WriteOurTail(long tail) => Volatile.Write(ref *(long*)(_ours + ChannelRing.TailOffset), tail);
 
@@ -72,7 +72,7 @@ internal sealed unsafe class RawRingPeer : IDisposable
     /// </summary>
     public bool TryTake(out RingEntry entry)
     {
-        RingEntry* slot = SlotOf(_ours, _tail);
+        RingEntry* slot = ChannelRing.Slot(_ours, _tail);
         if (Volatile.Read(ref slot->Stamp) != _tail + 1)
         {
             entry = default;
@@ -104,7 +104,4 @@ internal sealed unsafe class RawRingPeer : IDisposable
         Interop.Libc.Unmap(_region, ChannelRing.RegionSize);
         Interop.Libc.Unmap(_ours, ChannelRing.RegionSize);
     }
-
-    private static RingEntry* SlotOf(nint region, long position) =>
-        (RingEntry*)(region + ChannelRing.EntriesOffset + ((position % ChannelRing.Capacity) * ChannelRing.EntrySize));
 }
