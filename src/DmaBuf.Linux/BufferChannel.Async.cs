@@ -10,8 +10,8 @@ namespace DmaBuf.Linux;
 /// <para><b>Waiting without a thread.</b> An asynchronous receive takes what has arrived without waiting; when nothing
 /// has, it waits for readiness without holding a thread: on the socket transport a zero-byte peek on the socket wrapped
 /// as a <see cref="Socket"/> (the runtime's I/O engine); on the ring transport it says in the region that it sleeps
-/// (so the peer signals our eventfd) and waits for the eventfd or the socket in the process's one readiness poller
-/// (an eventfd is not a socket, so the runtime's engine cannot wait on it). Then it receives through the same path as
+/// (so the peer signals our wake-up socket) and waits for that socket or the channel's in the process's one readiness
+/// poller (one wait on either of two descriptors, which the runtime's engine does not offer). Then it receives through the same path as
 /// <see cref="Receive(TimeSpan)"/>: descriptors, checks and protocol errors are the same.</para>
 /// <para><b>Cancellation</b> only ever interrupts the wait for readiness, never the handling of a message, so a
 /// cancelled receive consumed nothing and the channel stays usable.</para>
@@ -149,7 +149,7 @@ public sealed partial class BufferChannel : IAsyncDisposable
     }
 
     /// <summary>
-    /// Says in the ring that we wait for room, then awaits our eventfd (the consumer's signal when it frees a slot) for
+    /// Says in the ring that we wait for room, then awaits our wake-up socket (the consumer's signal when it frees a slot) for
     /// at most <see cref="ChannelRing.RoomWaitSliceMs"/>: a signal missed, or reset by a receiver of this channel, costs
     /// no more than that. The caller then tries the send again.
     /// </summary>
@@ -172,7 +172,7 @@ public sealed partial class BufferChannel : IAsyncDisposable
             slice.CancelAfter(deadline.IsNever ? ChannelRing.RoomWaitSliceMs : Math.Clamp(deadline.RemainingMilliseconds, 1, ChannelRing.RoomWaitSliceMs));
             try
             {
-                await ReadinessPoller.Shared.WaitAsync(ring.Event, ring.Event, slice.Token).ConfigureAwait(false);
+                await ReadinessPoller.Shared.WaitAsync(ring.Wake, ring.Wake, slice.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
             {
@@ -183,7 +183,7 @@ public sealed partial class BufferChannel : IAsyncDisposable
             {
                 try
                 {
-                    ring.DrainEvent();
+                    ring.DrainWake();
                 }
                 finally
                 {
@@ -228,7 +228,7 @@ public sealed partial class BufferChannel : IAsyncDisposable
         }
     }
 
-    /// <summary>Says we sleep, then waits for our eventfd (the peer's wake-up) or the socket (descriptors, pings, a hang-up).</summary>
+    /// <summary>Says we sleep, then waits for our wake-up socket (the peer's signal) or the socket (descriptors, pings, a hang-up).</summary>
     private async Task WaitForRingInputAsync(ChannelRing ring, CancellationToken cancellationToken)
     {
         if (!ring.Enter())
@@ -241,7 +241,7 @@ public sealed partial class BufferChannel : IAsyncDisposable
             ring.SetSleeping(true);
             if (!ring.HasInput())
             {
-                await ReadinessPoller.Shared.WaitAsync(_socket.Handle, ring.Event, cancellationToken).ConfigureAwait(false);
+                await ReadinessPoller.Shared.WaitAsync(_socket.Handle, ring.Wake, cancellationToken).ConfigureAwait(false);
             }
         }
         finally
@@ -249,7 +249,7 @@ public sealed partial class BufferChannel : IAsyncDisposable
             ring.SetSleeping(false);
             try
             {
-                ring.DrainEvent(); // the ring is read next, so a wake-up consumed here is never lost
+                ring.DrainWake(); // the ring is read next, so a wake-up consumed here is never lost
             }
             catch (ObjectDisposedException)
             {

@@ -1,4 +1,4 @@
-// Ownership: on the ring transport the channel also owns a ChannelRing (two mappings, two eventfds) and the socket
+// Ownership: on the ring transport the channel also owns a ChannelRing (two mappings, two wake-up sockets) and the socket
 // records that arrived ahead of their ring entry (each with its descriptor) until the entry takes one or close drops
 // them. Close disposes both.
 using System.Diagnostics;
@@ -25,7 +25,7 @@ public sealed partial class BufferChannel
     private readonly long _spinBudgetTicks;
     private readonly bool _wantsRing;
     private ChannelRing? _ring;
-    private (SafeFdHandle Region, SafeFdHandle Event)? _ourSetup; // sent, the peer's not yet received
+    private (SafeFdHandle Region, SafeFdHandle Wait)? _ourSetup; // sent, the peer's not yet received
     private long _lastRingSequence; // receive side: the last buffer sequence taken from the ring
     private bool _pongSeen;         // receive side: a pong came while the ring was being read
     private bool _socketEnded;      // receive side: the socket reached its end; the ring is drained before we end
@@ -50,21 +50,26 @@ public sealed partial class BufferChannel
         TimedOut,
     }
 
-    /// <summary>Sends our region and eventfd, receives the peer's, and opens the ring. Any failure throws (the caller closes the socket).</summary>
+    /// <summary>Sends our region and wake-up socket, receives the peer's, and opens the ring. Any failure throws (the caller closes the socket).</summary>
     private void SetUpRing()
     {
         SendRingSetup();
         ReceiveRingSetup();
     }
 
-    /// <summary>Creates our region and eventfd and sends them (the first half of the ring's setup).</summary>
+    /// <summary>Creates our region and wake-up socket pair and sends the region and the pair's signal end (the first half of the ring's setup).</summary>
     private void SendRingSetup()
     {
-        (SafeFdHandle region, SafeFdHandle ev) = ChannelRing.CreateOurs();
-        _ourSetup = (region, ev);
+        (SafeFdHandle region, SafeFdHandle wait, SafeFdHandle signal) = ChannelRing.CreateOurs();
+        _ourSetup = (region, wait);
         Span<byte> data = stackalloc byte[WireFormat.MaxMessageSize];
         int length = WireFormat.Encode(SetupMessage(), data);
-        SendStatus sent = _socket.Send(data[..length], region, ev, Deadline.After(_sendTimeout));
+        SendStatus sent;
+        using (signal) // the peer's from now on: we keep only the end we wait on
+        {
+            sent = _socket.Send(data[..length], region, signal, Deadline.After(_sendTimeout));
+        }
+
         if (sent != SendStatus.Sent)
         {
             throw new ChannelProtocolException(
@@ -73,10 +78,10 @@ public sealed partial class BufferChannel
         }
     }
 
-    /// <summary>Receives the peer's region and eventfd, checks them, and opens the ring (the second half).</summary>
+    /// <summary>Receives the peer's region and wake-up socket, checks them, and opens the ring (the second half).</summary>
     private void ReceiveRingSetup()
     {
-        (SafeFdHandle region, SafeFdHandle ev) = _ourSetup!.Value;
+        (SafeFdHandle region, SafeFdHandle wait) = _ourSetup!.Value;
         _ourSetup = null;
         ReceivedRecord? record = null;
         try
@@ -107,13 +112,13 @@ public sealed partial class BufferChannel
             }
 
             SafeFdHandle peerRegion = record.TakeDescriptor();
-            SafeFdHandle peerEvent = record.TakeDescriptor();
-            _ring = ChannelRing.Open(region, ev, peerRegion, peerEvent); // takes all four, closing them on failure
+            SafeFdHandle peerWake = record.TakeDescriptor();
+            _ring = ChannelRing.Open(region, wait, peerRegion, peerWake); // takes all four, closing them on failure
         }
         catch
         {
             region.Dispose();
-            ev.Dispose();
+            wait.Dispose();
             throw;
         }
         finally
@@ -125,10 +130,10 @@ public sealed partial class BufferChannel
     /// <summary>Drops a setup that was sent but never completed.</summary>
     private void AbandonRingSetup()
     {
-        if (_ourSetup is (SafeFdHandle region, SafeFdHandle ev))
+        if (_ourSetup is (SafeFdHandle region, SafeFdHandle wait))
         {
             region.Dispose();
-            ev.Dispose();
+            wait.Dispose();
             _ourSetup = null;
         }
     }
@@ -180,7 +185,7 @@ public sealed partial class BufferChannel
     /// <summary>
     /// Waits until our ring has room for one entry (a peer that stops consuming fills it), until the deadline: spinning
     /// (<see cref="RingWait.Spin"/>, or <see cref="RingWait.Hybrid"/> within its spin budget), else asleep on our
-    /// eventfd, which the peer signals when it consumes while we say we wait.
+    /// wake-up socket, which the peer signals when it consumes while we say we wait.
     /// </summary>
     private void WaitForRoom(ChannelRing ring, MessageType type, Deadline deadline)
     {
@@ -228,13 +233,13 @@ public sealed partial class BufferChannel
                 }
 
                 int slice = deadline.IsNever ? ChannelRing.RoomWaitSliceMs : Math.Min(ChannelRing.RoomWaitSliceMs, deadline.RemainingMilliseconds);
-                if (Interop.Libc.PollReadable(ring.Event, slice) && _receiveGate.TryEnter())
+                if (Interop.Libc.PollReadable(ring.Wake, slice) && _receiveGate.TryEnter())
                 {
-                    // Nobody receives: the signal is ours to reset. (A receiver sleeping on the same eventfd resets it
+                    // Nobody receives: the signal is ours to reset. (A receiver sleeping on the same socket drains it
                     // itself; resetting it under a receiver could make it sleep through its own wake-up.)
                     try
                     {
-                        ring.DrainEvent();
+                        ring.DrainWake();
                     }
                     finally
                     {
@@ -433,7 +438,7 @@ public sealed partial class BufferChannel
             short socket, woken;
             try
             {
-                (socket, woken) = _socket.PollWith(ring.Event, deadline.RemainingMilliseconds);
+                (socket, woken) = _socket.PollWith(ring.Wake, deadline.RemainingMilliseconds);
             }
             catch (ObjectDisposedException)
             {
@@ -446,7 +451,7 @@ public sealed partial class BufferChannel
 
             if (woken != 0)
             {
-                ring.DrainEvent();
+                ring.DrainWake();
             }
 
             if (socket != 0)

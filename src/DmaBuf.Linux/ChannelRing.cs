@@ -1,5 +1,6 @@
 // Ownership: a ChannelRing owns two mappings (our outbound region, which we created, and the peer's, which it sent)
-// and two descriptors (our eventfd, which we wait on, and the peer's, which we signal). Both mappings live in one
+// and two descriptors (the end of our wake-up socket pair we wait on, and the end of the peer's it sent, which we
+// signal). Both mappings live in one
 // MappedRegions handle: every access holds a reference (Enter/Exit), so a close on another thread unmaps only after
 // the last access ended. Nothing in the shared pages is trusted: our positions (the next entry we publish, the tail we
 // consume up to) live in this object, and every value read from the pages is copied out once and checked.
@@ -17,7 +18,7 @@ public enum RingWait
     /// <summary>Busy-poll the ring: the lowest latency, one CPU busy while waiting.</summary>
     Spin,
 
-    /// <summary>Sleep at once; the peer wakes us (an eventfd) only when the ring says we sleep.</summary>
+    /// <summary>Sleep at once; the peer wakes us (a datagram on our wake-up socket) only when the ring says we sleep.</summary>
     Block,
 }
 
@@ -65,9 +66,11 @@ internal struct RingEntry
 /// 128-byte line (two cache lines: no false sharing with the adjacent-line prefetcher either), read by the producer only
 /// when the ring looks full; the consumer's sleeping flag has a line of its own too.</para>
 /// <para><b>Waking.</b> A consumer about to sleep sets its flag, issues a full fence and looks at its slot once more
-/// (Dekker's pattern); a producer publishes, fences and signals the consumer's eventfd only if the flag is set. A busy
-/// consumer is never woken by a syscall. A flag the peer forges costs only a spurious signal or, if cleared, a wake
-/// the peer misses itself.</para>
+/// (Dekker's pattern); a producer publishes, fences and signals the consumer only if the flag is set. A busy consumer is
+/// never woken by a syscall. A flag the peer forges costs only a spurious signal or, if cleared, a wake the peer misses
+/// itself. The signal is a datagram on a Unix socket pair whose waiting end stays with the side that waits; sends and
+/// drains take <c>MSG_DONTWAIT</c> per call, so no flag the peer sets on a descriptor it shares with us (an eventfd's
+/// <c>O_NONBLOCK</c> lives in the shared file description) can make either wait.</para>
 /// <para><b>Checks.</b> A slot at our tail stamped neither empty (the previous lap's stamp) nor with its position, an
 /// entry rewritten while it was copied, a tail behind the last one seen or ahead of our head: the ring is corrupt
 /// (<see cref="ChannelErrorReason.RingCorrupt"/>). The entry's content is checked by the channel and its ledger.</para>
@@ -77,7 +80,7 @@ internal sealed unsafe class ChannelRing : IDisposable
     internal const int EntrySize = 64;
     internal const int Capacity = 256;
     internal const uint RegionMagic = 0x47524244; // "DBRG"
-    internal const uint RegionVersion = 2;
+    internal const uint RegionVersion = 3; // 3: the wake-up descriptor is a Unix datagram socket (2: an eventfd)
     internal const int TailOffset = 256;
     internal const int SleepingOffset = 384;
     internal const int RoomWaitOffset = 512; // the producer's: non-zero (a number per wait) while it waits for room
@@ -87,8 +90,8 @@ internal sealed unsafe class ChannelRing : IDisposable
     private readonly MappedRegions _regions;
     private readonly nint _outbound; // ours: we write the entries, the peer the tail and its sleeping flag
     private readonly nint _inbound;  // the peer's: it writes the entries, we the tail and our sleeping flag
-    private readonly SafeFdHandle _ourEvent;
-    private readonly SafeFdHandle _peerEvent;
+    private readonly SafeFdHandle _ourWake;  // the end we wait on; never passed to the peer
+    private readonly SafeFdHandle _peerWake; // the peer's signal end: we send on it
     private long _head;       // next position we publish (outbound)
     private long _seenTail;   // the peer's tail as last read and checked (outbound)
     private long _tail;       // next position we consume (inbound)
@@ -96,17 +99,17 @@ internal sealed unsafe class ChannelRing : IDisposable
     private int _roomWaitWoken; // the peer's wait for room we last signalled (inbound)
     private int _disposed;
 
-    private ChannelRing(MappedRegions regions, SafeFdHandle ourEvent, SafeFdHandle peerEvent)
+    private ChannelRing(MappedRegions regions, SafeFdHandle ourWake, SafeFdHandle peerWake)
     {
         _regions = regions;
         _outbound = regions.Outbound;
         _inbound = regions.Inbound;
-        _ourEvent = ourEvent;
-        _peerEvent = peerEvent;
+        _ourWake = ourWake;
+        _peerWake = peerWake;
     }
 
-    /// <summary>Our eventfd, the one we sleep on.</summary>
-    internal SafeFdHandle Event => _ourEvent;
+    /// <summary>Our wake-up socket, the one we sleep on (readable when the peer signalled).</summary>
+    internal SafeFdHandle Wake => _ourWake;
 
     internal bool IsDisposed => Volatile.Read(ref _disposed) != 0;
 
@@ -119,15 +122,18 @@ internal sealed unsafe class ChannelRing : IDisposable
     /// <summary>Signals sent to the peer because it waited for room in its full ring and we consumed an entry.</summary>
     internal long RoomWakesSent { get; private set; }
 
-    /// <summary>Creates our outbound region (sealed memfd) and our eventfd, to be sent to the peer.</summary>
-    internal static (SafeFdHandle Region, SafeFdHandle Event) CreateOurs()
+    /// <summary>
+    /// Creates our outbound region (sealed memfd) and our wake-up socket pair: the region and the signal end go to the
+    /// peer; we keep the region's mapping and the wait end.
+    /// </summary>
+    internal static (SafeFdHandle Region, SafeFdHandle Wait, SafeFdHandle Signal) CreateOurs()
     {
         SafeFdHandle region = Interop.Libc.CreateMemfd("dmabuf-channel-ring", RegionSize);
-        SafeFdHandle? ev = null;
+        SafeFdHandle? wait = null, signal = null;
         try
         {
             Interop.Libc.AddSeals(region, MemfdExporter.Seals);
-            ev = Interop.Libc.CreateEventFd();
+            (wait, signal) = Interop.Libc.CreateWakePair();
             nint header = Interop.Libc.MapShared(region, RegionSize, populate: true);
             try
             {
@@ -141,23 +147,24 @@ internal sealed unsafe class ChannelRing : IDisposable
                 Interop.Libc.Unmap(header, RegionSize);
             }
 
-            return (region, ev);
+            return (region, wait, signal);
         }
         catch
         {
-            ev?.Dispose();
+            wait?.Dispose();
+            signal?.Dispose();
             region.Dispose();
             throw;
         }
     }
 
     /// <summary>
-    /// Checks the peer's region and eventfd and maps both regions; takes over all four descriptors (closing them on
-    /// failure). The region must be a memfd sealed against shrinking and growing, of at least <see cref="RegionSize"/>
-    /// bytes; the event an eventfd.
+    /// Checks the peer's region and wake-up descriptor and maps both regions; takes over all four descriptors (closing
+    /// them on failure). The region must be a memfd sealed against shrinking and growing, of at least
+    /// <see cref="RegionSize"/> bytes, that maps shared and writable; the wake-up descriptor a Unix datagram socket.
     /// </summary>
     /// <exception cref="ChannelProtocolException">The peer's descriptors are not what the ring needs.</exception>
-    internal static ChannelRing Open(SafeFdHandle ourRegion, SafeFdHandle ourEvent, SafeFdHandle peerRegion, SafeFdHandle peerEvent)
+    internal static ChannelRing Open(SafeFdHandle ourRegion, SafeFdHandle ourWake, SafeFdHandle peerRegion, SafeFdHandle peerWake)
     {
         nint outbound = 0;
         try
@@ -183,18 +190,30 @@ internal sealed unsafe class ChannelRing : IDisposable
                     ChannelErrorReason.BufferTooSmall, $"The peer's ring region has {size} bytes; the ring takes {RegionSize}.");
             }
 
-            if (!Interop.Libc.IsEventFd(peerEvent))
+            if (!Interop.Libc.IsUnixDatagramSocket(peerWake))
             {
                 throw new ChannelProtocolException(
-                    ChannelErrorReason.NotASharedBuffer, $"The peer's wake-up descriptor '{Interop.Libc.FdLinkTarget(peerEvent)}' is not an eventfd.");
+                    ChannelErrorReason.NotASharedBuffer, $"The peer's wake-up descriptor '{Interop.Libc.FdLinkTarget(peerWake)}' is not a Unix datagram socket.");
             }
 
             outbound = Interop.Libc.MapShared(ourRegion, RegionSize, populate: true);
-            var regions = new MappedRegions(outbound, Interop.Libc.MapShared(peerRegion, RegionSize, populate: false));
+            nint inbound;
+            try
+            {
+                inbound = Interop.Libc.MapShared(peerRegion, RegionSize, populate: false);
+            }
+            catch (LinuxErrorException e)
+            {
+                // Sealed against writes (EPERM), opened read-only (EACCES): a region the peer chose, refused as such.
+                throw new ChannelProtocolException(
+                    ChannelErrorReason.NotASharedBuffer, $"The peer's ring region cannot be mapped shared and writable: {e.Message}", e);
+            }
+
+            var regions = new MappedRegions(outbound, inbound);
             outbound = 0; // the handle owns it now
             ourRegion.Dispose(); // the mappings keep the memory; the peer holds its copy of the descriptor
             peerRegion.Dispose();
-            return new ChannelRing(regions, ourEvent, peerEvent);
+            return new ChannelRing(regions, ourWake, peerWake);
         }
         catch
         {
@@ -204,9 +223,9 @@ internal sealed unsafe class ChannelRing : IDisposable
             }
 
             ourRegion.Dispose();
-            ourEvent.Dispose();
+            ourWake.Dispose();
             peerRegion.Dispose();
-            peerEvent.Dispose();
+            peerWake.Dispose();
             throw;
         }
     }
@@ -217,27 +236,26 @@ internal sealed unsafe class ChannelRing : IDisposable
     /// </summary>
     internal static (ChannelRing First, ChannelRing Second) CreateConnectedPair()
     {
-        (SafeFdHandle firstRegion, SafeFdHandle firstEvent) = CreateOurs();
-        (SafeFdHandle secondRegion, SafeFdHandle secondEvent) = CreateOurs();
-        SafeFdHandle firstRegionCopy = Interop.Libc.Duplicate(firstRegion), firstEventCopy = Interop.Libc.Duplicate(firstEvent);
-        SafeFdHandle secondRegionCopy = Interop.Libc.Duplicate(secondRegion), secondEventCopy = Interop.Libc.Duplicate(secondEvent);
+        (SafeFdHandle firstRegion, SafeFdHandle firstWait, SafeFdHandle firstSignal) = CreateOurs();
+        (SafeFdHandle secondRegion, SafeFdHandle secondWait, SafeFdHandle secondSignal) = CreateOurs();
+        SafeFdHandle firstRegionCopy = Interop.Libc.Duplicate(firstRegion), secondRegionCopy = Interop.Libc.Duplicate(secondRegion);
         ChannelRing? first = null;
         try
         {
-            first = Open(firstRegion, firstEvent, secondRegionCopy, secondEventCopy); // each Open takes its four
+            first = Open(firstRegion, firstWait, secondRegionCopy, secondSignal); // each Open takes its four
         }
         catch
         {
             secondRegion.Dispose();
-            secondEvent.Dispose();
+            secondWait.Dispose();
             firstRegionCopy.Dispose();
-            firstEventCopy.Dispose();
+            firstSignal.Dispose();
             throw;
         }
 
         try
         {
-            return (first, Open(secondRegion, secondEvent, firstRegionCopy, firstEventCopy));
+            return (first, Open(secondRegion, secondWait, firstRegionCopy, firstSignal));
         }
         catch
         {
@@ -298,7 +316,7 @@ internal sealed unsafe class ChannelRing : IDisposable
         if (Volatile.Read(ref *(int*)(_outbound + SleepingOffset)) != 0)
         {
             WakesSent++;
-            _ = Interop.Libc.SignalEventFd(_peerEvent); // a peer that broke its eventfd only misses its own wake-ups
+            _ = Interop.Libc.SignalWake(_peerWake); // a peer that broke its socket only misses its own wake-ups
         }
     }
 
@@ -365,7 +383,7 @@ internal sealed unsafe class ChannelRing : IDisposable
             // sleep is bounded: see BeginRoomWait).
             _roomWaitWoken = roomWait;
             RoomWakesSent++;
-            _ = Interop.Libc.SignalEventFd(_peerEvent);
+            _ = Interop.Libc.SignalWake(_peerWake);
         }
 
         return true;
@@ -383,7 +401,7 @@ internal sealed unsafe class ChannelRing : IDisposable
 
     /// <summary>
     /// Says in our region that we wait for room (a new number per wait), with a full fence before the caller looks at
-    /// the tail once more; the peer signals our eventfd when it consumes while the number is new to it. The caller
+    /// the tail once more; the peer signals our wake-up socket when it consumes while the number is new to it. The caller
     /// sleeps at most <see cref="RoomWaitSliceMs"/> at a time, so a signal the peer misses costs at most that.
     /// </summary>
     internal void BeginRoomWait()
@@ -404,10 +422,10 @@ internal sealed unsafe class ChannelRing : IDisposable
     /// <summary>The longest a producer sleeps at once waiting for room before it looks at the tail again.</summary>
     internal const int RoomWaitSliceMs = 1;
 
-    /// <summary>Resets our eventfd after a wake-up.</summary>
-    internal void DrainEvent() => Interop.Libc.DrainEventFd(_ourEvent);
+    /// <summary>Reads the wake-ups pending on our socket after a wake-up.</summary>
+    internal void DrainWake() => Interop.Libc.DrainWake(_ourWake);
 
-    /// <summary>Unmaps both regions once no access holds them, and closes both eventfds.</summary>
+    /// <summary>Unmaps both regions once no access holds them, and closes both wake-up descriptors.</summary>
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
@@ -416,8 +434,8 @@ internal sealed unsafe class ChannelRing : IDisposable
         }
 
         _regions.Dispose();
-        _ourEvent.Dispose();
-        _peerEvent.Dispose();
+        _ourWake.Dispose();
+        _peerWake.Dispose();
     }
 
     /// <summary>Both shared mappings of the ring, unmapped when the last reference is released.</summary>

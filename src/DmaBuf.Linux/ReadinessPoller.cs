@@ -9,7 +9,8 @@ namespace DmaBuf.Linux;
 /// Waits, for every channel of the process at once, until one of two descriptors is readable (or hung up), or a socket
 /// has room to send: one thread
 /// in one <c>poll</c> over every waiter, however many channels await. It serves what the runtime's socket engine
-/// cannot: the control ring's eventfd is not a socket, so <see cref="System.Net.Sockets.Socket"/> cannot wrap it.
+/// does not: one wait that ends when either of two descriptors (the control ring's wake-up socket, the channel's
+/// socket) is ready.
 /// </summary>
 /// <remarks>
 /// A registration, a cancellation and a completion each write the wake eventfd, which makes the thread rebuild its

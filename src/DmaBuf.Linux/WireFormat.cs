@@ -13,7 +13,7 @@ internal enum MessageType : ushort
     Pong = 6,
     Goodbye = 7,
 
-    /// <summary>Ring transport, once at connect: our ring region and our eventfd (two descriptors).</summary>
+    /// <summary>Ring transport, once at connect: our ring region and the signal end of our wake-up socket pair (two descriptors).</summary>
     RingSetup = 8,
 }
 

@@ -121,16 +121,20 @@ public sealed class HostileRingTests
     }
 
     [Fact]
-    public void RegionNotSealed_OrEventThatIsNotAnEventfd_IsRefusedAtConnect()
+    public void RegionNotSealed_OrWakeThatIsNotADatagramSocket_IsRefusedAtConnect()
     {
         Leaks.AssertNone(() =>
         {
-            using SafeFdHandle unsealed = Interop.Libc.CreateMemfd("unsealed", ChannelRing.RegionSize);
-            using SafeFdHandle ev = Interop.Libc.CreateEventFd();
-            Assert.Equal(ChannelErrorReason.NotSealed, ConnectWith(unsealed, ev));
+            (SafeFdHandle wait, SafeFdHandle signal) = Interop.Libc.CreateWakePair();
+            using (wait)
+            using (signal)
+            {
+                using SafeFdHandle unsealed = Interop.Libc.CreateMemfd("unsealed", ChannelRing.RegionSize);
+                Assert.Equal(ChannelErrorReason.NotSealed, ConnectWith(unsealed, signal));
 
-            using SafeFdHandle small = RawPeer.SealedMemfd(4096);
-            Assert.Equal(ChannelErrorReason.BufferTooSmall, ConnectWith(small, ev));
+                using SafeFdHandle small = RawPeer.SealedMemfd(4096);
+                Assert.Equal(ChannelErrorReason.BufferTooSmall, ConnectWith(small, signal));
+            }
 
             using SafeFdHandle region = RawPeer.SealedMemfd(ChannelRing.RegionSize);
             (SafeFdHandle read, SafeFdHandle write) = Interop.Libc.Pipe();
@@ -138,6 +142,39 @@ public sealed class HostileRingTests
             using (write)
             {
                 Assert.Equal(ChannelErrorReason.NotASharedBuffer, ConnectWith(region, read));
+            }
+
+            using SafeFdHandle eventFd = Interop.Libc.CreateEventFd(); // what version 2 of the ring sent
+            Assert.Equal(ChannelErrorReason.NotASharedBuffer, ConnectWith(region, eventFd));
+            (SafeFdHandle stream, SafeFdHandle streamPeer) = Interop.Libc.SocketPair(Interop.Libc.SOCK_STREAM);
+            using (stream)
+            using (streamPeer)
+            {
+                Assert.Equal(ChannelErrorReason.NotASharedBuffer, ConnectWith(region, stream));
+            }
+        });
+    }
+
+    /// <summary>
+    /// A region that is a sealed memfd of the right size but cannot be mapped shared and writable: sealed against writes
+    /// too (mmap: EPERM), or reopened read-only through /proc (EACCES). Refused with a typed reason, not an errno error.
+    /// </summary>
+    [Fact]
+    public void RegionThatCannotBeMappedWritable_IsRefusedTyped_AtConnect()
+    {
+        Leaks.AssertNone(() =>
+        {
+            (SafeFdHandle wait, SafeFdHandle signal) = Interop.Libc.CreateWakePair();
+            using (wait)
+            using (signal)
+            {
+                using SafeFdHandle writeSealed = Interop.Libc.CreateMemfd("write-sealed", ChannelRing.RegionSize);
+                Interop.Libc.AddSeals(writeSealed, MemfdExporter.Seals | Interop.Libc.F_SEAL_WRITE);
+                Assert.Equal(ChannelErrorReason.NotASharedBuffer, ConnectWith(writeSealed, signal));
+
+                using SafeFdHandle region = RawPeer.SealedMemfd(ChannelRing.RegionSize);
+                using SafeFdHandle readOnly = RingWakeTests.ReopenReadOnly(region);
+                Assert.Equal(ChannelErrorReason.NotASharedBuffer, ConnectWith(readOnly, signal));
             }
         });
     }
@@ -284,14 +321,14 @@ public sealed class HostileRingTests
         });
     }
 
-    private static ChannelErrorReason ConnectWith(SafeFdHandle region, SafeFdHandle ev)
+    private static ChannelErrorReason ConnectWith(SafeFdHandle region, SafeFdHandle wake)
     {
         (SafeFdHandle ours, SafeFdHandle theirs) = Interop.Libc.SocketPair(Interop.Libc.SOCK_SEQPACKET);
         using (theirs)
         {
             var raw = new ChannelSocket(theirs);
             byte[] setup = RawPeer.Encode(RawRingPeer.Setup);
-            Assert.Equal(SendStatus.Sent, raw.Send(setup, region, ev, Deadline.Never));
+            Assert.Equal(SendStatus.Sent, raw.Send(setup, region, wake, Deadline.Never));
             var e = Assert.Throws<ChannelProtocolException>(
                 () => { BufferChannel.FromSocket(ours, new BufferChannelOptions { Transport = ChannelTransport.Ring }).Dispose(); });
             return e.Reason;

@@ -29,12 +29,13 @@ internal sealed unsafe class RawRingPeer : IDisposable
         Assert.Equal(ChannelTransport.Ring, options.Transport);
         (SafeFdHandle ours, SafeFdHandle theirs) = Interop.Libc.SocketPair(Interop.Libc.SOCK_SEQPACKET);
         _socket = new ChannelSocket(theirs);
-        (SafeFdHandle region, SafeFdHandle ev) = ChannelRing.CreateOurs();
+        (SafeFdHandle region, SafeFdHandle wait, SafeFdHandle signal) = ChannelRing.CreateOurs();
         using (region)
-        using (ev)
+        using (wait) // this peer never sleeps: the channel's signals find its end closed, which costs the channel nothing
+        using (signal)
         {
             _region = Interop.Libc.MapShared(region, ChannelRing.RegionSize, populate: true);
-            Assert.Equal(SendStatus.Sent, _socket.Send(RawPeer.Encode(Setup), region, ev, Deadline.Never));
+            Assert.Equal(SendStatus.Sent, _socket.Send(RawPeer.Encode(Setup), region, signal, Deadline.Never));
         }
 
         Channel = BufferChannel.FromSocket(ours, options);
