@@ -329,9 +329,11 @@ internal static class SimulateCommand
 
             line.Append(word);
             visible += length;
-            foreach (System.Text.RegularExpressions.Match m in System.Text.RegularExpressions.Regex.Matches(word, @"\[(/?)([^\[\]]*)\]"))
+            // Escaped brackets ("[[", "]]", as Markup.Escape writes them) are matched first, so that the "[0]" inside an
+            // escaped "[[0]]" is never taken for a tag.
+            foreach (System.Text.RegularExpressions.Match m in System.Text.RegularExpressions.Regex.Matches(word, @"\[\[|\]\]|\[(/?)([^\[\]]*)\]"))
             {
-                if (m.Value.StartsWith("[[", StringComparison.Ordinal))
+                if (m.Value is "[[" or "]]")
                 {
                     continue;
                 }

@@ -191,13 +191,13 @@ internal static class SweepCommand
     {
         CultureInfo c = CultureInfo.InvariantCulture;
         var table = new Table().Border(TableBorder.Rounded)
-            .Title($"{scenario.Name}: mapping time per frame (map calls) as {name} varies; " +
+            .Title(Markup.Escape($"{scenario.Name}: mapping time per frame (map calls) as {name} varies; ") +
                 string.Join(", ", new[] { ("frames", $"{o.Frames} frames"), ("pool", $"pool {o.Pool}"), ("resolution", o.Resolution.ToString()) }
-                    .Where(x => x.Item1 != name).Select(x => x.Item2)));
-        table.AddColumn(name);
+                    .Where(x => x.Item1 != name).Select(x => Markup.Escape(x.Item2))));
+        table.AddColumn(Markup.Escape(name));
         foreach (StrategyResult r in points[0].Results)
         {
-            table.AddColumn(new TableColumn(r.Strategy).RightAligned());
+            table.AddColumn(new TableColumn(Markup.Escape(r.Strategy)).RightAligned());
         }
 
         table.AddColumn(new TableColumn("safety").RightAligned());
@@ -205,7 +205,7 @@ internal static class SweepCommand
         {
             bool ok = p.Results.All(r => r.Safety.Ok);
             table.AddRow([
-                p.Value,
+                Markup.Escape(p.Value),
                 .. p.Results.Select(r => $"{SimulateCommand.FormatNs(r.Simulated.MappingNsPerFrame)} ({r.Counters.MapCalls.ToString("N0", c)})"),
                 ok ? "[green]held[/]" : "[red]failed[/]",
             ]);

@@ -338,7 +338,7 @@ public sealed partial class BufferChannel
                 if (got)
                 {
                     Volatile.Write(ref _messagesReceived, _messagesReceived + 1); // inside the receive gate: its only writer
-                    ChannelMessage? message = HandleEntryClosing(entry);
+                    ChannelMessage? message = HandleEntryClosing(entry, deadline);
                     if (message is not null)
                     {
                         return message;
@@ -577,11 +577,11 @@ public sealed partial class BufferChannel
     }
 
     /// <summary><see cref="HandleEntry"/>, closing the connection on any failure.</summary>
-    private ChannelMessage? HandleEntryClosing(in RingEntry entry)
+    private ChannelMessage? HandleEntryClosing(in RingEntry entry, Deadline deadline)
     {
         try
         {
-            return HandleEntry(entry);
+            return HandleEntry(entry, deadline);
         }
         catch (ChannelProtocolException e)
         {
@@ -594,8 +594,8 @@ public sealed partial class BufferChannel
         }
     }
 
-    /// <summary>Checks and acts on one ring entry (already copied out of the shared pages).</summary>
-    private ChannelMessage? HandleEntry(in RingEntry e)
+    /// <summary>Checks and acts on one ring entry (already copied out of the shared pages), within the receive's <paramref name="deadline"/>.</summary>
+    private ChannelMessage? HandleEntry(in RingEntry e, Deadline deadline)
     {
         _ledger.CheckReceivable();
         var type = (MessageType)e.Type;
@@ -628,7 +628,7 @@ public sealed partial class BufferChannel
                     return OnBuffer(m, record: null);
                 }
 
-                ReceivedRecord record = TakeRecordFor(m);
+                ReceivedRecord record = TakeRecordFor(m, deadline);
                 try
                 {
                     return OnBuffer(m, record);
@@ -656,11 +656,13 @@ public sealed partial class BufferChannel
 
     /// <summary>
     /// The socket record that carries the descriptor of ring entry <paramref name="m"/>: queued before the entry was
-    /// published, so it is here or arriving; it must say exactly what the entry says.
+    /// published, so an honest peer's is readable at once (behind, at most, other records already queued); it must say
+    /// exactly what the entry says. Looked for until the receive's own deadline or the send timeout, whichever comes
+    /// first: past it, the peer announced a descriptor it did not send.
     /// </summary>
-    private ReceivedRecord TakeRecordFor(in WireMessage m)
+    private ReceivedRecord TakeRecordFor(in WireMessage m, Deadline receiveDeadline)
     {
-        Deadline deadline = Deadline.After(_sendTimeout);
+        Deadline deadline = Deadline.Earlier(receiveDeadline, Deadline.After(_sendTimeout));
         while (true)
         {
             lock (_ahead)
@@ -687,7 +689,8 @@ public sealed partial class BufferChannel
             if (!PumpSocket(deadline) && deadline.HasPassed)
             {
                 throw new ChannelProtocolException(
-                    ChannelErrorReason.RingCorrupt, $"The ring announced buffer {m.BufferId}'s descriptor; none came on the socket within {_sendTimeout}.");
+                    ChannelErrorReason.RingCorrupt,
+                    $"The ring announced buffer {m.BufferId}'s descriptor; none had come on the socket by the receive's deadline (at most the send timeout, {_sendTimeout}).");
             }
 
             if (IsClosed)

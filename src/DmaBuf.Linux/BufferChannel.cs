@@ -42,6 +42,9 @@ public sealed partial class BufferChannel : IDisposable
 #pragma warning disable CA2213 // never disposed: it has no wait handle (AvailableWaitHandle is not used), and a receiver may release it after close
     private readonly ReceiveGate _receiveGate = new(); // one receiver at a time; async receivers hold it across awaits
 #pragma warning restore CA2213
+    /// <summary>How many messages <see cref="Ping"/> holds for later receives while it waits for its pong; more closes the connection.</summary>
+    private const int MaxPendingWhilePinging = 4096;
+
     private readonly Queue<ChannelMessage> _pending = new(); // under its own lock: close drains it from any thread
     private bool _pendingClosed; // under _pending: close drained the queue; nothing may be queued after it
     private int _pendingCount;   // written under _pending; read without it by the receive gate's holder, the only one who queues
@@ -395,6 +398,14 @@ public sealed partial class BufferChannel : IDisposable
                 if (m is null)
                 {
                     throw new ChannelProtocolException(ChannelErrorReason.PeerClosed, "The peer said goodbye before answering the ping.");
+                }
+
+                if (Volatile.Read(ref _pendingCount) >= MaxPendingWhilePinging)
+                {
+                    (m as IDisposable)?.Dispose();
+                    throw Fail(
+                        ChannelErrorReason.TooManyBuffers,
+                        $"Pid {Peer.ProcessId} sent more than {MaxPendingWhilePinging} messages while our ping waited for its pong; they would be held without bound.");
                 }
 
                 bool queued;

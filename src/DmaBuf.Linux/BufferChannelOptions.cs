@@ -52,7 +52,10 @@ public sealed class BufferChannelOptions
     /// <summary>If set, the peer must be this process (e.g. the child we started).</summary>
     public int? ExpectedProcessId { get; init; }
 
-    /// <summary>How many buffer ids the peer may register with us at once; <see cref="DefaultMaxRegisteredBuffers"/>.</summary>
+    /// <summary>
+    /// How many buffer ids the peer may register with us at once, and how many of its transient deliveries we hold at
+    /// once (each holds a descriptor until disposed); <see cref="DefaultMaxRegisteredBuffers"/>.
+    /// </summary>
     public int MaxRegisteredBuffers { get; init; } = DefaultMaxRegisteredBuffers;
 
     /// <summary>

@@ -42,6 +42,7 @@ internal sealed class ChannelLedger<T>
     private long _nextSequence;
     private long _registeredBytes;
     private long _transientBytes;
+    private int _transientCount; // transient deliveries held: each holds a descriptor, so the count is bounded as registrations are
     private bool _goodbyeSent;
     private bool _goodbyeReceived;
     private bool _closed;
@@ -464,6 +465,7 @@ internal sealed class ChannelLedger<T>
 
             CheckIncomingLocked(0, size, transient: true);
             _transientBytes += size;
+            _transientCount++;
             AssertInvariantsLocked();
             return true;
         }
@@ -477,6 +479,7 @@ internal sealed class ChannelLedger<T>
             if (!_closed)
             {
                 _transientBytes -= size;
+                _transientCount--;
             }
 
             AssertInvariantsLocked();
@@ -527,6 +530,7 @@ internal sealed class ChannelLedger<T>
             _outstandingPerBuffer.Clear();
             _registeredBytes = 0;
             _transientBytes = 0;
+            _transientCount = 0;
             AssertInvariantsLocked();
             return new CloseResult(drop, [.. undelivered], mappings);
         }
@@ -565,6 +569,13 @@ internal sealed class ChannelLedger<T>
         {
             throw new ChannelProtocolException(
                 ChannelErrorReason.TooManyBuffers, $"The peer has {_registered.Count} buffers registered; at most {MaxRegisteredBuffers} are allowed.");
+        }
+
+        if (transient && _transientCount >= MaxRegisteredBuffers)
+        {
+            // However small each is: every one holds a descriptor, and descriptors are the process's, not this connection's.
+            throw new ChannelProtocolException(
+                ChannelErrorReason.TooManyBuffers, $"We hold {_transientCount} transient deliveries of the peer's not yet disposed; at most {MaxRegisteredBuffers} are allowed at once.");
         }
 
         long resident = _registeredBytes + _transientBytes;
@@ -641,6 +652,7 @@ internal sealed class ChannelLedger<T>
 
         Debug.Assert(bytes == _registeredBytes, "registered byte count is off");
         Debug.Assert(_transientBytes >= 0, "transient byte count went negative");
+        Debug.Assert(_transientCount >= 0 && _transientCount <= MaxRegisteredBuffers, "transient count out of bounds");
         Debug.Assert(_registered.Count <= MaxRegisteredBuffers, "more registrations than allowed");
         Debug.Assert(_registeredBytes + _transientBytes <= MaxResidentBytes, "resident budget exceeded");
         Debug.Assert(!_closed || (_shared.Count == 0 && _registered.Count == 0 && _outstanding.Count == 0 && _transientBytes == 0),

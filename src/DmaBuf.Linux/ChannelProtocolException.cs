@@ -48,7 +48,11 @@ public enum ChannelErrorReason
     /// <summary>The claimed size is not positive, above the limit, or differs from the buffer's known size.</summary>
     BadBufferSize,
 
-    /// <summary>The peer registered more buffers than this side allows.</summary>
+    /// <summary>
+    /// The peer registered more buffers than this side allows, or made it hold more transient deliveries at once
+    /// (<see cref="BufferChannelOptions.MaxRegisteredBuffers"/> bounds both), or sent more messages than a ping's wait
+    /// holds while it waits for the pong.
+    /// </summary>
     TooManyBuffers,
 
     /// <summary>The peer closed the connection, or died, without saying goodbye.</summary>

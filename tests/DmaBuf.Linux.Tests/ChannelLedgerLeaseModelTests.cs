@@ -477,6 +477,11 @@ public sealed class ChannelLedgerLeaseModelTests
                 return "refused " + ChannelErrorReason.TooManyBuffers;
             }
 
+            if (transient && _held.Count >= MaxRegistered)
+            {
+                return "refused " + ChannelErrorReason.TooManyBuffers; // each holds a descriptor: counted as registrations are
+            }
+
             return ResidentBytes + size > MaxBytes ? "refused " + ChannelErrorReason.ResidentBudget : null;
         }
 

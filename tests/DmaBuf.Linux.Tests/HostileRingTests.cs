@@ -179,6 +179,28 @@ public sealed class HostileRingTests
         });
     }
 
+    /// <summary>
+    /// An entry that announces a descriptor the peer never sends: the receive gives up at its own deadline, not at the
+    /// (here much longer) send timeout (an honest peer's record is queued before its entry, so it is there at once).
+    /// </summary>
+    [Fact]
+    public void DescriptorThatNeverComes_EndsTheReceiveAtItsOwnTimeout_NotTheSendTimeout()
+    {
+        using var peer = new RawRingPeer(new BufferChannelOptions
+        {
+            ImportCache = new ImportCache(new MmapCache()), Transport = ChannelTransport.Ring, Wait = RingWait.Hybrid,
+            SendTimeout = TimeSpan.FromSeconds(20),
+        });
+        peer.Publish(new RingEntry { Type = (uint)MessageType.Buffer, Flags = (uint)MessageFlags.FdAttached, BufferId = 1, Sequence = 1, Size = Size });
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        Exception? e = Background<Exception?>.Run(() => Record.Exception(() => peer.Channel.Receive(TimeSpan.FromMilliseconds(200))));
+        watch.Stop();
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(10), $"Receive(200 ms) returned after {watch.Elapsed.TotalMilliseconds:F0} ms");
+        ChannelProtocolException refused = Assert.IsType<ChannelProtocolException>(e);
+        Assert.Equal(ChannelErrorReason.RingCorrupt, refused.Reason);
+        Assert.Equal(ChannelErrorReason.RingCorrupt, peer.Channel.CloseReason);
+    }
+
     [Fact]
     public void RandomBytesInTheRegion_WhileFramesFlow_CloseThatConnectionOnly_Typed_AndLeakNothing()
     {

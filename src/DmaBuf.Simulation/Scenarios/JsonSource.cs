@@ -168,7 +168,21 @@ internal readonly struct JsonObjectReader
             throw Error(name, $"must be a non-empty string, not {Describe(v)}.");
         }
 
-        return v.GetString()!;
+        string text = v.GetString()!;
+        int control = text.AsSpan().IndexOfAnyInRange('\u0000', '\u001f');
+        if (control < 0)
+        {
+            control = text.AsSpan().IndexOfAnyInRange('\u007f', '\u009f');
+        }
+
+        if (control >= 0)
+        {
+            // Every string of a scenario is printed; a control character (an escape sequence, a line break) would reach
+            // the terminal as it is.
+            throw Error(name, $"must not contain control characters (U+{(int)text[control]:X4} at {control}).");
+        }
+
+        return text;
     }
 
     public string? OptionalString(string name) => Has(name) ? String(name) : null;
