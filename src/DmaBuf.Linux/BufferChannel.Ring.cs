@@ -54,7 +54,27 @@ public sealed partial class BufferChannel
     private void SetUpRing()
     {
         SendRingSetup();
-        ReceiveRingSetup();
+        ReceiveRingSetup(Deadline.After(_sendTimeout));
+    }
+
+    /// <summary>Whether this channel sent its half of the ring's setup and waits for the peer's (a listener's handshake).</summary>
+    internal bool AwaitsRingSetup => _ourSetup is not null;
+
+    /// <summary>
+    /// The second half of an accepted connection's setup (<see cref="StartAccepted"/>): the peer's region and wake-up
+    /// socket, looked for until <paramref name="deadline"/>. Any failure closes the channel and throws.
+    /// </summary>
+    internal void FinishRingSetup(Deadline deadline)
+    {
+        try
+        {
+            ReceiveRingSetup(deadline);
+        }
+        catch
+        {
+            Close(ChannelErrorReason.LocalFailure);
+            throw;
+        }
     }
 
     /// <summary>Creates our region and wake-up socket pair and sends the region and the pair's signal end (the first half of the ring's setup).</summary>
@@ -78,8 +98,8 @@ public sealed partial class BufferChannel
         }
     }
 
-    /// <summary>Receives the peer's region and wake-up socket, checks them, and opens the ring (the second half).</summary>
-    private void ReceiveRingSetup()
+    /// <summary>Receives the peer's region and wake-up socket until <paramref name="deadline"/>, checks them, and opens the ring (the second half).</summary>
+    private void ReceiveRingSetup(Deadline deadline)
     {
         (SafeFdHandle region, SafeFdHandle wait) = _ourSetup!.Value;
         _ourSetup = null;
@@ -87,7 +107,7 @@ public sealed partial class BufferChannel
         try
         {
             Span<byte> data = stackalloc byte[ChannelSocket.MaxRecord];
-            ReceiveStatus status = _socket.Receive(data, Deadline.After(_sendTimeout), out record, out string how);
+            ReceiveStatus status = _socket.Receive(data, deadline, out record, out string how);
             switch (status)
             {
                 case ReceiveStatus.TimedOut:

@@ -114,8 +114,8 @@ public sealed partial class BufferChannel : IDisposable
             {
                 channelA.SendRingSetup();
                 channelB.SendRingSetup();
-                channelA.ReceiveRingSetup();
-                channelB.ReceiveRingSetup();
+                channelA.ReceiveRingSetup(Deadline.After(channelA._sendTimeout));
+                channelB.ReceiveRingSetup(Deadline.After(channelB._sendTimeout));
             }
 
             return (channelA, channelB);
@@ -169,6 +169,35 @@ public sealed partial class BufferChannel : IDisposable
         ArgumentNullException.ThrowIfNull(socket);
         return Make(socket, options, setUpRing: true);
     }
+
+    /// <summary>
+    /// An accepted connection's first half: the peer's credentials checked and, on the ring transport, our half of the
+    /// ring's setup sent (<see cref="AwaitsRingSetup"/>; <see cref="FinishRingSetup"/> takes the peer's). Takes the socket.
+    /// </summary>
+    internal static BufferChannel StartAccepted(SafeFdHandle socket, BufferChannelOptions? options)
+    {
+        BufferChannel channel = Make(socket, options, setUpRing: false);
+        if (channel._wantsRing)
+        {
+            try
+            {
+                channel.SendRingSetup();
+            }
+            catch
+            {
+                channel.Close(ChannelErrorReason.LocalFailure);
+                throw;
+            }
+        }
+
+        return channel;
+    }
+
+    /// <summary>The connection's socket (for a listener's wait on several handshakes).</summary>
+    internal SafeFdHandle SocketHandle => _socket.Handle;
+
+    /// <summary>The send timeout, which bounds the ring's setup.</summary>
+    internal TimeSpan SendTimeout => _sendTimeout;
 
     private static BufferChannel Make(SafeFdHandle socket, BufferChannelOptions? options, bool setUpRing)
     {

@@ -124,6 +124,59 @@ internal static partial class Interop
         }
 
         /// <summary>
+        /// Waits up to <paramref name="timeoutMs"/> (-1: forever) until one of <paramref name="fds"/> is readable (or hung
+        /// up) and returns the lowest index of those that are, -1 on timeout. Retries on EINTR with the full timeout.
+        /// </summary>
+        internal static unsafe int PollAnyReadable(IReadOnlyList<SafeFdHandle> fds, int timeoutMs)
+        {
+            int n = fds.Count;
+            pollfd* p = stackalloc pollfd[n];
+            int added = 0;
+            try
+            {
+                for (; added < n; added++)
+                {
+                    bool ok = false;
+                    fds[added].DangerousAddRef(ref ok);
+                    p[added] = new pollfd { fd = (int)fds[added].DangerousGetHandle(), events = POLLIN };
+                }
+
+                while (true)
+                {
+                    int r = poll(p, (nuint)n, timeoutMs);
+                    if (r == 0)
+                    {
+                        return -1;
+                    }
+
+                    if (r > 0)
+                    {
+                        for (int i = 0; i < n; i++)
+                        {
+                            if (p[i].revents != 0)
+                            {
+                                return i;
+                            }
+                        }
+                    }
+
+                    int errno = LastErrno;
+                    if (r < 0 && errno != EINTR)
+                    {
+                        throw GetExceptionForErrno(errno, "poll");
+                    }
+                }
+            }
+            finally
+            {
+                for (int i = 0; i < added; i++)
+                {
+                    fds[i].DangerousRelease();
+                }
+            }
+        }
+
+        /// <summary>
         /// Waits until <paramref name="fd"/> is readable (or hung up) or <paramref name="timeoutMs"/> passes (-1: forever).
         /// Returns false on timeout. Retries on EINTR with the full timeout (callers' timeouts are safety nets, not clocks).
         /// </summary>
