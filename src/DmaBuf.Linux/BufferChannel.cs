@@ -385,6 +385,7 @@ public sealed partial class BufferChannel : IDisposable
 
     /// <summary>Tells the peer we hold <paramref name="received"/> (mapped, queued, whatever the application means).</summary>
     /// <exception cref="ArgumentException">The buffer came on another channel.</exception>
+    /// <exception cref="ObjectDisposedException">The channel, or the delivery (whose release may already be on its way), was disposed.</exception>
     /// <exception cref="ChannelProtocolException">The peer went away or stopped reading; the connection is closed.</exception>
     public void Acknowledge(ReceivedBuffer received, ulong userData = 0)
     {
@@ -395,9 +396,16 @@ public sealed partial class BufferChannel : IDisposable
         }
 
         ThrowIfDisposed();
-        SendControl(
-            new WireMessage(MessageType.Ack, BufferId: received.RemoteBufferId, Sequence: received.Sequence, UserData: userData),
-            Deadline.After(_sendTimeout));
+        Deadline deadline = Deadline.After(_sendTimeout);
+        using (EnterSend(deadline))
+        {
+            // Checked inside the send order: a delivery's Dispose marks it before it enters the order to send the
+            // release, so one not marked here has no release out yet, and an acknowledgement never follows its release
+            // (the peer would take it for one of nothing it sent).
+            ObjectDisposedException.ThrowIf(received.IsDisposed, received);
+            _ledger.BeginControl();
+            Transmit(new WireMessage(MessageType.Ack, BufferId: received.RemoteBufferId, Sequence: received.Sequence, UserData: userData), fd: null, deadline);
+        }
     }
 
     /// <summary>Sends a 16-byte ping and waits for the 16-byte pong: the bare round trip of this connection.</summary>
@@ -851,7 +859,9 @@ public sealed partial class BufferChannel : IDisposable
                 _ledger.OnPeerForget(m.BufferId).Dispose();
                 return null;
             case MessageType.Ping:
-                SendControl(new WireMessage(MessageType.Pong), Deadline.Earlier(deadline, Deadline.After(_sendTimeout)));
+                // The pong is a send like any other, bounded by the send timeout, not by this receive's deadline: an async
+                // receive's first look has none left, and another thread may hold the send order for a moment.
+                SendControl(new WireMessage(MessageType.Pong), Deadline.After(_sendTimeout));
                 return null;
             case MessageType.Pong:
                 return s_pong;

@@ -121,6 +121,9 @@ public sealed class ReceivedBuffer : ChannelMessage, IDisposable
     /// <summary>Whether the sender asked not to register the buffer (every send carries the descriptor).</summary>
     public bool IsTransient { get; }
 
+    /// <summary>Whether <see cref="Dispose"/> was called (its release then goes, or went, to the peer).</summary>
+    internal bool IsDisposed => Volatile.Read(ref _disposed) != 0;
+
     /// <summary>Bytes of the connection's resident budget this delivery holds (a transient one) until disposed.</summary>
     internal long HeldBytes { get; }
 

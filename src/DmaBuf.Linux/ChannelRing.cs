@@ -316,7 +316,7 @@ internal sealed unsafe class ChannelRing : IDisposable
         if (Volatile.Read(ref *(int*)(_outbound + SleepingOffset)) != 0)
         {
             WakesSent++;
-            _ = Interop.Libc.SignalWake(_peerWake); // a peer that broke its socket only misses its own wake-ups
+            SignalPeer();
         }
     }
 
@@ -383,7 +383,7 @@ internal sealed unsafe class ChannelRing : IDisposable
             // sleep is bounded: see BeginRoomWait).
             _roomWaitWoken = roomWait;
             RoomWakesSent++;
-            _ = Interop.Libc.SignalWake(_peerWake);
+            SignalPeer();
         }
 
         return true;
@@ -422,8 +422,35 @@ internal sealed unsafe class ChannelRing : IDisposable
     /// <summary>The longest a producer sleeps at once waiting for room before it looks at the tail again.</summary>
     internal const int RoomWaitSliceMs = 1;
 
-    /// <summary>Reads the wake-ups pending on our socket after a wake-up.</summary>
-    internal void DrainWake() => Interop.Libc.DrainWake(_ourWake);
+    /// <summary>Reads the wake-ups pending on our socket after a wake-up; nothing once the ring is closed.</summary>
+    internal void DrainWake()
+    {
+        try
+        {
+            Interop.Libc.DrainWake(_ourWake);
+        }
+        catch (ObjectDisposedException)
+        {
+            // Closed on another thread while our access holds the pages: the caller's next look sees the close.
+        }
+    }
+
+    /// <summary>
+    /// Wakes the peer, best effort: a peer that broke its socket only misses its own wake-ups, and once the ring is
+    /// closed (on another thread, after what the caller published) there is nobody to wake. Never throws, so what was
+    /// published stays reported as published.
+    /// </summary>
+    private void SignalPeer()
+    {
+        try
+        {
+            _ = Interop.Libc.SignalWake(_peerWake);
+        }
+        catch (ObjectDisposedException)
+        {
+            // closed meanwhile
+        }
+    }
 
     /// <summary>Unmaps both regions once no access holds them, and closes both wake-up descriptors.</summary>
     public void Dispose()
