@@ -331,7 +331,13 @@ public sealed partial class BufferChannel : IDisposable
             throw;
         }
 
-        _ledger.CompleteBuffer(ticket);
+        if (_ledger.CompleteBuffer(ticket))
+        {
+            // Sent, but the connection closed before the delivery was recorded: close handed back the pool's other
+            // buffers the peer had not released, and this one goes back the same way (nobody will release it now).
+            _pool?.Return(b.Id);
+        }
+
         return ticket.Sequence;
     }
 

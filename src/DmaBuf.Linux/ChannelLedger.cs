@@ -42,6 +42,7 @@ internal sealed class ChannelLedger<T>
     private long _nextSequence;
     private long _registeredBytes;
     private long _transientBytes;
+    private readonly HashSet<(long Id, long Sequence)> _inFlightAtClose = []; // sends in flight when close ran (see CompleteBuffer)
     private int _transientCount; // transient deliveries held: each holds a descriptor, so the count is bounded as registrations are
     private bool _goodbyeSent;
     private bool _goodbyeReceived;
@@ -230,18 +231,25 @@ internal sealed class ChannelLedger<T>
         }
     }
 
-    /// <summary>The send of <paramref name="ticket"/> went out: the delivery is with the peer.</summary>
-    internal void CompleteBuffer(in SendTicket ticket)
+    /// <summary>
+    /// The send of <paramref name="ticket"/> went out: the delivery is with the peer. True when the connection closed
+    /// between the transmission and this call and the buffer is the caller's to return to its pool: close hands back
+    /// only deliveries already recorded (one still in flight may yet fail, and then its caller keeps the buffer), so the
+    /// sender returns this one itself, unless close handed the same buffer back for another delivery of it.
+    /// </summary>
+    internal bool CompleteBuffer(in SendTicket ticket)
     {
         lock (_lock)
         {
             ref bool delivered = ref CollectionsMarshal.GetValueRefOrNullRef(_outstanding, (ticket.Id, ticket.Sequence));
             if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref delivered))
             {
-                delivered = true; // not there: close came first and dropped it
+                delivered = true;
+                AssertInvariantsLocked();
+                return false;
             }
 
-            AssertInvariantsLocked();
+            return _inFlightAtClose.Remove((ticket.Id, ticket.Sequence)); // close came first and dropped it
         }
     }
 
@@ -257,6 +265,8 @@ internal sealed class ChannelLedger<T>
             {
                 DecrementOutstandingLocked(ticket.Id);
             }
+
+            _inFlightAtClose.Remove((ticket.Id, ticket.Sequence)); // failed after close: the caller keeps the buffer
 
             T? drop = null;
             if (ticket.Registration is not null && _shared.TryGetValue(ticket.Id, out T? r) && ReferenceEquals(r, ticket.Registration))
@@ -521,6 +531,14 @@ internal sealed class ChannelLedger<T>
                 if (delivered)
                 {
                     undelivered.Add(id);
+                }
+            }
+
+            foreach (((long id, long sequence), bool delivered) in _outstanding)
+            {
+                if (!delivered && !undelivered.Contains(id))
+                {
+                    _inFlightAtClose.Add((id, sequence)); // its sender learns in CompleteBuffer that the buffer is its to return
                 }
             }
 
