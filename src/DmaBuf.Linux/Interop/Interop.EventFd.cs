@@ -48,8 +48,5 @@ internal static partial class Interop
             {
             }
         }
-
-        /// <summary>Whether <paramref name="fd"/> is an eventfd (its <c>/proc/self/fd</c> link).</summary>
-        internal static bool IsEventFd(SafeFdHandle fd) => FdLinkTarget(fd) == "anon_inode:[eventfd]";
     }
 }
