@@ -605,7 +605,12 @@ public sealed partial class BufferChannel
         }
         catch (ChannelProtocolException e)
         {
-            Close(e.Reason);
+            // Not in a filter: a filter runs before the finally blocks (and lock exits) of the frames that threw.
+            if (ClosedCleanlyUnder(e))
+            {
+                return null; // the loop sees the connection closed
+            }
+
             throw;
         }
         catch (Exception e) when (e is LinuxErrorException or OutOfMemoryException or DmaMappingException)
@@ -663,7 +668,7 @@ public sealed partial class BufferChannel
                 return new BufferAcknowledged(e.BufferId, e.Sequence, e.UserData);
             case MessageType.Release:
                 bool last = _ledger.OnRelease(e.BufferId, e.Sequence);
-                bool returned = last && _pool is not null && _pool.Return(e.BufferId);
+                bool returned = last && _pool is not null && _pool.DropChannelHold(e.BufferId);
                 return new BufferReleased(e.BufferId, e.Sequence, returned);
             case MessageType.Forget:
                 _ledger.OnPeerForget(e.BufferId).Dispose();

@@ -301,6 +301,13 @@ public sealed partial class BufferChannel : IDisposable
         }
 
         ChannelLedger<DmaBufHandle>.SendTicket ticket = _ledger.BeginBuffer(b.Id, buffer, transient, s_duplicate);
+        if (ticket.FirstOut && _pool?.TakeChannelHold(b.Id) == ChannelHold.NotRented)
+        {
+            _ledger.AbortBuffer(ticket)?.Dispose();
+            throw new InvalidOperationException(
+                $"Buffer {b.Id} belongs to the pool this channel returns buffers to, but is not rented from it: rent it first (another renter may be writing it).");
+        }
+
         MessageFlags flags = ticket.WithFd ? MessageFlags.FdAttached : MessageFlags.None;
         if (transient)
         {
@@ -327,15 +334,20 @@ public sealed partial class BufferChannel : IDisposable
         }
         catch
         {
-            _ledger.AbortBuffer(ticket)?.Dispose(); // not delivered: the caller keeps the buffer
+            _ledger.AbortBuffer(ticket, out bool lastOut)?.Dispose(); // not delivered: the caller keeps the buffer
+            if (lastOut)
+            {
+                _pool?.UndoChannelHold(b.Id);
+            }
+
             throw;
         }
 
         if (_ledger.CompleteBuffer(ticket))
         {
-            // Sent, but the connection closed before the delivery was recorded: close handed back the pool's other
-            // buffers the peer had not released, and this one goes back the same way (nobody will release it now).
-            _pool?.Return(b.Id);
+            // Sent, but the connection closed before the delivery was recorded: close let go of the pool's other
+            // buffers the peer had not released, and this one goes the same way (nobody will release it now).
+            _pool?.DropChannelHold(b.Id);
         }
 
         return ticket.Sequence;
@@ -440,7 +452,10 @@ public sealed partial class BufferChannel : IDisposable
 
                 if (m is null)
                 {
-                    throw new ChannelProtocolException(ChannelErrorReason.PeerClosed, "The peer said goodbye before answering the ping.");
+                    ThrowIfDisposed(); // closed here, not by the peer
+                    throw _ledger.CloseReason == ChannelErrorReason.None
+                        ? new ChannelProtocolException(ChannelErrorReason.PeerClosed, "The peer said goodbye before answering the ping.")
+                        : _ledger.ClosedException();
                 }
 
                 if (Volatile.Read(ref _pendingCount) >= MaxPendingWhilePinging)
@@ -815,7 +830,12 @@ public sealed partial class BufferChannel : IDisposable
         }
         catch (ChannelProtocolException e)
         {
-            Close(e.Reason);
+            // Not in a filter: a filter runs before the finally blocks (and lock exits) of the frames that threw.
+            if (ClosedCleanlyUnder(e))
+            {
+                return null; // the loop sees the connection closed
+            }
+
             throw;
         }
         catch (Exception e) when (e is LinuxErrorException or OutOfMemoryException or DmaMappingException)
@@ -859,7 +879,7 @@ public sealed partial class BufferChannel : IDisposable
                 return new BufferAcknowledged(m.BufferId, m.Sequence, m.UserData);
             case MessageType.Release:
                 bool last = _ledger.OnRelease(m.BufferId, m.Sequence);
-                bool returned = last && _pool is not null && _pool.Return(m.BufferId);
+                bool returned = last && _pool is not null && _pool.DropChannelHold(m.BufferId);
                 return new BufferReleased(m.BufferId, m.Sequence, returned);
             case MessageType.Forget:
                 _ledger.OnPeerForget(m.BufferId).Dispose();
@@ -1025,12 +1045,13 @@ public sealed partial class BufferChannel : IDisposable
     /// Closes the connection once: the ledger first (no send starts after it), then the socket is shut down (waking
     /// every waiter) and closed, then every reference is dropped and undelivered buffers go back to the pool.
     /// </summary>
-    private void Close(ChannelErrorReason reason)
+    /// <returns>Whether this call closed it (false: it was closed already).</returns>
+    private bool Close(ChannelErrorReason reason)
     {
         ChannelLedger<DmaBufHandle>.CloseResult? closed = _ledger.Close(reason);
         if (closed is null)
         {
-            return;
+            return false;
         }
 
         _socket.Shutdown();
@@ -1066,10 +1087,20 @@ public sealed partial class BufferChannel : IDisposable
         {
             foreach (long id in closed.Undelivered)
             {
-                _pool.Return(id);
+                _pool.DropChannelHold(id);
             }
         }
+
+        return true;
     }
+
+    /// <summary>
+    /// Closes the connection for <paramref name="failure"/>, met while handling what the peer sent. True when the
+    /// connection had been closed cleanly meanwhile (Dispose on another thread): the failure is then the close's echo
+    /// (a lookup of a registration the close dropped, a pong that found the socket shut) and the receive ends with null.
+    /// </summary>
+    private bool ClosedCleanlyUnder(ChannelProtocolException failure) =>
+        !Close(failure.Reason) && _ledger.CloseReason == ChannelErrorReason.None;
 
     [System.Diagnostics.Conditional("DEBUG")]
     private void AssertPendingLocked()

@@ -40,7 +40,11 @@ public sealed class BufferChannelOptions
     /// <summary>Where received descriptors are imported; <see cref="ImportCache.Shared"/> when null.</summary>
     public ImportCache? ImportCache { get; init; }
 
-    /// <summary>The pool sent buffers return to when the peer releases them or goes away.</summary>
+    /// <summary>
+    /// The pool sent buffers return to when the peer releases them or goes away. The channel holds each rented buffer
+    /// while a delivery of it is out, so several channels (a listener's, say) may share one pool; sending one of its
+    /// buffers that is not rented is refused (<see cref="InvalidOperationException"/>).
+    /// </summary>
     public BufferPool? ReturnTo { get; init; }
 
     /// <summary>The uid the peer must have; null: our effective uid (the default check).</summary>

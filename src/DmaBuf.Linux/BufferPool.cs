@@ -1,12 +1,20 @@
 // Ownership: the pool owns one reference to each of its buffers and disposes them all on Dispose. Rent lends a
-// buffer: the caller uses the pool's handle and must not dispose it; Return (by id) makes it available again.
+// buffer: the caller uses the pool's handle and must not dispose it. A rented buffer comes back when the last hold on it
+// goes: each channel holds it while a delivery of it is out with its peer, and a caller may hold it (Hold) around
+// sends to several channels; a rented buffer nothing holds is its renter's, who sends it or gives it back (Return).
 using System.Diagnostics.CodeAnalysis;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 
 namespace DmaBuf.Linux;
 
 /// <summary>
 /// A fixed set of buffers handed out in turn (least recently returned first), like a decoder's frame pool. A
-/// <see cref="BufferChannel"/> given the pool returns buffers to it when the peer releases them or goes away.
+/// <see cref="BufferChannel"/> given the pool (<see cref="BufferChannelOptions.ReturnTo"/>) holds each rented buffer
+/// while a delivery of it is out with its peer, and the buffer comes back when the last channel's peer releases it
+/// (or goes away). Several channels may share one pool, and one frame may go to several of them: to keep it from
+/// coming back between those sends (the first peer may release before the last send), <see cref="Hold"/> it first and
+/// <see cref="Return"/> it after.
 /// </summary>
 public sealed class BufferPool : IDisposable
 {
@@ -14,7 +22,7 @@ public sealed class BufferPool : IDisposable
     private readonly DmaBufHandle[] _buffers;
     private readonly Dictionary<long, DmaBufHandle> _byId = [];
     private readonly Queue<long> _free = new();
-    private readonly HashSet<long> _rented = [];
+    private readonly Dictionary<long, Holds> _rented = []; // rented buffers, by id: what holds each
     private bool _disposed;
 
     /// <summary>Makes a pool of <paramref name="buffers"/>, taking ownership of each handle.</summary>
@@ -79,7 +87,7 @@ public sealed class BufferPool : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             if (_free.TryDequeue(out long id))
             {
-                _rented.Add(id);
+                _rented.Add(id, default);
                 buffer = _byId[id];
                 return true;
             }
@@ -89,19 +97,119 @@ public sealed class BufferPool : IDisposable
         return false;
     }
 
-    /// <summary>Makes buffer <paramref name="bufferId"/> available again. Returns false if it was not rented from this pool.</summary>
-    public bool Return(long bufferId)
+    /// <summary>
+    /// Holds rented buffer <paramref name="bufferId"/> for the caller, who gives the hold back with <see cref="Return"/>:
+    /// until then the buffer stays rented even when every channel's peer has released it. Returns false if it is not
+    /// rented from this pool.
+    /// </summary>
+    public bool Hold(long bufferId)
     {
         lock (_lock)
         {
-            if (_disposed || !_rented.Remove(bufferId))
+            ref Holds holds = ref CollectionsMarshal.GetValueRefOrNullRef(_rented, bufferId);
+            if (_disposed || Unsafe.IsNullRef(ref holds))
             {
                 return false;
             }
 
-            _free.Enqueue(bufferId);
+            holds.Callers++;
             return true;
         }
+    }
+
+    /// <summary>
+    /// Gives back a hold on rented buffer <paramref name="bufferId"/>: one taken with <see cref="Hold"/>, or else the
+    /// renter's own, for a buffer it did not send. The buffer is available again once nothing holds it. Returns false if
+    /// it was not rented from this pool, or if the caller had no hold and a channel's delivery of it is out (the buffer
+    /// comes back when that peer releases it).
+    /// </summary>
+    public bool Return(long bufferId)
+    {
+        lock (_lock)
+        {
+            ref Holds holds = ref CollectionsMarshal.GetValueRefOrNullRef(_rented, bufferId);
+            if (_disposed || Unsafe.IsNullRef(ref holds))
+            {
+                return false;
+            }
+
+            if (holds.Callers > 0)
+            {
+                holds.Callers--;
+            }
+            else if (holds.Channels > 0)
+            {
+                return false;
+            }
+
+            FreeIfUnheldLocked(bufferId, holds);
+            return true;
+        }
+    }
+
+    /// <summary>
+    /// A channel's first delivery of <paramref name="bufferId"/> is going out: the channel holds the buffer until its
+    /// peer has released every delivery of it (<see cref="DropChannelHold"/>) or the send fails (<see cref="UndoChannelHold"/>).
+    /// </summary>
+    internal ChannelHold TakeChannelHold(long bufferId)
+    {
+        lock (_lock)
+        {
+            if (_disposed || !_byId.ContainsKey(bufferId))
+            {
+                return ChannelHold.NotInPool;
+            }
+
+            ref Holds holds = ref CollectionsMarshal.GetValueRefOrNullRef(_rented, bufferId);
+            if (Unsafe.IsNullRef(ref holds))
+            {
+                return ChannelHold.NotRented;
+            }
+
+            holds.Channels++;
+            return ChannelHold.Held;
+        }
+    }
+
+    /// <summary>A channel's peer released its last delivery of <paramref name="bufferId"/>; true when the buffer is available again.</summary>
+    internal bool DropChannelHold(long bufferId)
+    {
+        lock (_lock)
+        {
+            ref Holds holds = ref CollectionsMarshal.GetValueRefOrNullRef(_rented, bufferId);
+            if (_disposed || Unsafe.IsNullRef(ref holds) || holds.Channels == 0)
+            {
+                return false;
+            }
+
+            holds.Channels--;
+            return FreeIfUnheldLocked(bufferId, holds);
+        }
+    }
+
+    /// <summary>The send that took a channel's hold failed: the hold goes, and the buffer stays with its renter.</summary>
+    internal void UndoChannelHold(long bufferId)
+    {
+        lock (_lock)
+        {
+            ref Holds holds = ref CollectionsMarshal.GetValueRefOrNullRef(_rented, bufferId);
+            if (!Unsafe.IsNullRef(ref holds) && holds.Channels > 0)
+            {
+                holds.Channels--;
+            }
+        }
+    }
+
+    private bool FreeIfUnheldLocked(long bufferId, Holds holds)
+    {
+        if (holds.Channels != 0 || holds.Callers != 0)
+        {
+            return false;
+        }
+
+        _rented.Remove(bufferId);
+        _free.Enqueue(bufferId);
+        return true;
     }
 
     /// <summary>Whether buffer <paramref name="bufferId"/> is rented out.</summary>
@@ -109,7 +217,7 @@ public sealed class BufferPool : IDisposable
     {
         lock (_lock)
         {
-            return _rented.Contains(bufferId);
+            return _rented.ContainsKey(bufferId);
         }
     }
 
@@ -131,4 +239,24 @@ public sealed class BufferPool : IDisposable
             b.Dispose();
         }
     }
+
+    /// <summary>What holds a rented buffer: channels with a delivery of it out, and callers' <see cref="Hold"/>s.</summary>
+    private struct Holds
+    {
+        public int Channels;
+        public int Callers;
+    }
+}
+
+/// <summary>What <see cref="BufferPool.TakeChannelHold"/> found.</summary>
+internal enum ChannelHold
+{
+    /// <summary>Not one of the pool's buffers: the channel sends it without holding anything.</summary>
+    NotInPool,
+
+    /// <summary>One of the pool's buffers, but not rented: sending it could hand the peer a frame being reused.</summary>
+    NotRented,
+
+    /// <summary>Held for the channel.</summary>
+    Held,
 }

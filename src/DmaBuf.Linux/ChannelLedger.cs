@@ -225,9 +225,9 @@ internal sealed class ChannelLedger<T>
 
             long sequence = ++_nextSequence;
             _outstanding.Add((id, sequence), false);
-            CollectionsMarshal.GetValueRefOrAddDefault(_outstandingPerBuffer, id, out _)++;
+            bool firstOut = CollectionsMarshal.GetValueRefOrAddDefault(_outstandingPerBuffer, id, out _)++ == 0;
             AssertInvariantsLocked();
-            return new SendTicket(id, sequence, withFd, registration);
+            return new SendTicket(id, sequence, withFd, registration, firstOut);
         }
     }
 
@@ -257,16 +257,19 @@ internal sealed class ChannelLedger<T>
     /// The send of <paramref name="ticket"/> did not go out: undoes it (the caller keeps its buffer) and returns the
     /// registration it made, if close has not dropped it already, for the caller to dispose.
     /// </summary>
-    internal T? AbortBuffer(in SendTicket ticket)
+    internal T? AbortBuffer(in SendTicket ticket) => AbortBuffer(ticket, out _);
+
+    /// <summary>
+    /// As <see cref="AbortBuffer(in SendTicket)"/>; <paramref name="lastOut"/> says whether no delivery of the buffer is
+    /// out any more (counting one close left in flight), so what held the buffer for its deliveries lets go.
+    /// </summary>
+    internal T? AbortBuffer(in SendTicket ticket, out bool lastOut)
     {
         lock (_lock)
         {
-            if (_outstanding.Remove((ticket.Id, ticket.Sequence)))
-            {
-                DecrementOutstandingLocked(ticket.Id);
-            }
-
-            _inFlightAtClose.Remove((ticket.Id, ticket.Sequence)); // failed after close: the caller keeps the buffer
+            lastOut = _outstanding.Remove((ticket.Id, ticket.Sequence))
+                ? DecrementOutstandingLocked(ticket.Id)
+                : _inFlightAtClose.Remove((ticket.Id, ticket.Sequence)); // failed after close, which left this one to its sender
 
             T? drop = null;
             if (ticket.Registration is not null && _shared.TryGetValue(ticket.Id, out T? r) && ReferenceEquals(r, ticket.Registration))
@@ -677,8 +680,13 @@ internal sealed class ChannelLedger<T>
             "a closed ledger still holds something");
     }
 
-    /// <summary>What one begun buffer send carries.</summary>
-    internal readonly record struct SendTicket(long Id, long Sequence, bool WithFd, T? Registration);
+    /// <summary>What one begun buffer send carries, as <see cref="BeginBuffer"/> decided.</summary>
+    /// <param name="Id">The buffer.</param>
+    /// <param name="Sequence">The delivery's number.</param>
+    /// <param name="WithFd">The send carries the buffer's descriptor.</param>
+    /// <param name="Registration">The reference the registration made by this send holds, if it made one.</param>
+    /// <param name="FirstOut">No other delivery of the buffer was out: the first to be held for.</param>
+    internal readonly record struct SendTicket(long Id, long Sequence, bool WithFd, T? Registration, bool FirstOut);
 
     /// <summary>What <see cref="Close"/> hands back: references to dispose, ids to return, mappings to retire.</summary>
     internal sealed record CloseResult(List<T> Drop, long[] Undelivered, List<FrameMapping> Mappings);
