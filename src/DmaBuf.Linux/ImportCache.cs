@@ -109,6 +109,7 @@ public sealed class ImportCache
             if (winner is not null)
             {
                 fresh.Dispose();
+                CheckSize(winner, identity, size); // the winner's claim may have been another size
                 Interlocked.Increment(ref _hits);
                 return winner;
             }
@@ -240,15 +241,24 @@ public sealed class ImportCache
     private DmaBufHandle? TryGetLive(FileIdentity identity, long size)
     {
         DmaBufHandle? handle = TryGet(identity);
-        if (handle is not null && handle.Buffer.Size != size)
+        if (handle is not null)
+        {
+            CheckSize(handle, identity, size);
+        }
+
+        return handle;
+    }
+
+    /// <summary>Refuses (disposing <paramref name="handle"/>) a claim of another size than the live import's.</summary>
+    private static void CheckSize(DmaBufHandle handle, FileIdentity identity, long size)
+    {
+        if (handle.Buffer.Size != size)
         {
             long known = handle.Buffer.Size;
             handle.Dispose();
             throw new BufferImportException(
                 ChannelErrorReason.BadBufferSize, $"The buffer ({identity}) was imported with {known} bytes; now the peer claims {size}.");
         }
-
-        return handle;
     }
 
     private void Forget(FileIdentity identity, DmaBuffer buffer)

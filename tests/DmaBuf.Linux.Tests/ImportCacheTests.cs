@@ -55,6 +55,49 @@ public sealed class ImportCacheTests
         Assert.Equal(ChannelErrorReason.BadBufferSize, e.Reason);
     }
 
+    /// <summary>
+    /// Two imports of one buffer racing, claiming different sizes: whichever registers first, the other is refused
+    /// (<c>BadBufferSize</c>), also when it lost the race inside the import (it found the winner only after mapping
+    /// its own). Before, the loser took the winner's buffer whatever size it had claimed (an outside review).
+    /// </summary>
+    [Fact]
+    public void RacingImportsClaimingDifferentSizes_OneIsRefused_InEveryRound()
+    {
+        const int Rounds = 400;
+        var exporter = new MemfdExporter(new MmapCache());
+        using DmaBufHandle original = exporter.Allocate(Size);
+        SafeFdHandle fd = original.Buffer.GetLinuxBuffer().Fd;
+        int bothTaken = 0;
+        for (int round = 0; round < Rounds; round++)
+        {
+            var imports = new ImportCache(new MmapCache());
+            using var start = new Barrier(2);
+            Background<DmaBufHandle?> Racer(long size) => Background<DmaBufHandle?>.Start(() =>
+            {
+                SafeFdHandle mine = Interop.Libc.Duplicate(fd);
+                start.SignalAndWait(Background<int>.Guard);
+                try
+                {
+                    return imports.Import(mine, size);
+                }
+                catch (BufferImportException e) when (e.Reason == ChannelErrorReason.BadBufferSize)
+                {
+                    return null;
+                }
+            });
+            Background<DmaBufHandle?> whole = Racer(Size), half = Racer(Size / 2);
+            Assert.True(whole.Wait(Background<int>.Guard) && half.Wait(Background<int>.Guard));
+            using DmaBufHandle? a = whole.Result, b = half.Result;
+            Assert.False(a is null && b is null, "both imports were refused");
+            if (a is not null && b is not null)
+            {
+                bothTaken++;
+            }
+        }
+
+        Assert.True(bothTaken == 0, $"in {bothTaken} of {Rounds} rounds both claims were taken, one of them with the other's size");
+    }
+
     [Fact]
     public void Import_Pipe_IsRefusedAndClosed() => AssertRefused(ChannelErrorReason.NotASharedBuffer, () =>
     {
