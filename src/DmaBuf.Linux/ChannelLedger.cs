@@ -528,18 +528,18 @@ internal sealed class ChannelLedger<T>
                 }
             }
 
-            var undelivered = new HashSet<long>();
-            foreach (((long id, long _), bool delivered) in _outstanding)
+            var undelivered = new Dictionary<long, long>(); // each buffer out with the peer: its oldest delivery's sequence
+            foreach (((long id, long sequence), bool delivered) in _outstanding)
             {
-                if (delivered)
+                if (delivered && (!undelivered.TryGetValue(id, out long oldest) || sequence < oldest))
                 {
-                    undelivered.Add(id);
+                    undelivered[id] = sequence;
                 }
             }
 
             foreach (((long id, long sequence), bool delivered) in _outstanding)
             {
-                if (!delivered && !undelivered.Contains(id))
+                if (!delivered && !undelivered.ContainsKey(id))
                 {
                     _inFlightAtClose.Add((id, sequence)); // its sender learns in CompleteBuffer that the buffer is its to return
                 }
@@ -553,7 +553,8 @@ internal sealed class ChannelLedger<T>
             _transientBytes = 0;
             _transientCount = 0;
             AssertInvariantsLocked();
-            return new CloseResult(drop, [.. undelivered], mappings);
+            // Handed back in the order they went out (oldest delivery first), so a pool hands them out again in that order.
+            return new CloseResult(drop, [.. undelivered.OrderBy(u => u.Value).Select(u => u.Key)], mappings);
         }
     }
 
