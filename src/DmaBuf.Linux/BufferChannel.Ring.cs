@@ -20,9 +20,16 @@ public sealed partial class BufferChannel
     /// <summary>Socket records that may wait for their ring entry at once; more is a protocol error.</summary>
     private const int MaxAheadRecords = 16;
 
+    /// <summary>The longest a blocking receive sleeps on its futex before it looks at the socket (a peer's death shows there).</summary>
+    private const int FutexSliceMs = 50;
+
+    /// <summary>Futex waits in one receive that may find the flag changed and no entry before it polls the socket instead.</summary>
+    private const int MaxFruitlessFutexWaits = 8;
+
     private readonly Queue<(ReceivedRecord Record, WireMessage Message)> _ahead = new(); // under its own lock
     private readonly RingWait _wait;
     private readonly long _spinBudgetTicks;
+    private bool _wakePending; // a signal on our wake-up socket that a room wait could not drain (a receiver held the gate)
     private readonly bool _wantsRing;
     private ChannelRing? _ring;
     private (SafeFdHandle Region, SafeFdHandle Wait)? _ourSetup; // sent, the peer's not yet received
@@ -253,17 +260,24 @@ public sealed partial class BufferChannel
                 }
 
                 int slice = deadline.IsNever ? ChannelRing.RoomWaitSliceMs : Math.Min(ChannelRing.RoomWaitSliceMs, deadline.RemainingMilliseconds);
-                if (Interop.Libc.PollReadable(ring.Wake, slice) && _receiveGate.TryEnter())
+                if (Interop.Libc.PollReadable(ring.Wake, slice))
                 {
-                    // Nobody receives: the signal is ours to reset. (A receiver sleeping on the same socket drains it
-                    // itself; resetting it under a receiver could make it sleep through its own wake-up.)
-                    try
+                    if (_receiveGate.TryEnter())
                     {
-                        ring.DrainWake();
+                        // Nobody receives: the signal is ours to reset. (A receiver sleeping on the same socket drains it
+                        // itself; resetting it under a receiver could make it sleep through its own wake-up.)
+                        try
+                        {
+                            ring.DrainWake();
+                        }
+                        finally
+                        {
+                            _receiveGate.Exit();
+                        }
                     }
-                    finally
+                    else
                     {
-                        _receiveGate.Exit();
+                        Volatile.Write(ref _wakePending, true); // a receiver asleep on its futex drains it when it wakes
                     }
                 }
             }
@@ -440,14 +454,55 @@ public sealed partial class BufferChannel
                             return Input.TimedOut;
                         }
                     }
+
+                    // Every few microseconds, the CPU to anyone waiting for it: the peer itself, when the scheduler put
+                    // both processes on one CPU (a socket wake-up asks it to), would otherwise not run until our time
+                    // slice ends, milliseconds later. On a CPU of our own this returns at once.
+                    Thread.Yield();
                 }
 
                 Thread.SpinWait(1);
             }
         }
 
+        bool onFutex = Interop.Libc.HasFutex;
+        int fruitless = 0; // futex waits that found the flag changed and no entry: a peer rewriting it, past a few
         while (true)
         {
+            if (onFutex)
+            {
+                // A sleep in slices: a futex does not see the socket (a peer that died, a record on it from a peer that
+                // did not nudge us), so it is looked at between slices, and after every wake that brought no entry.
+                int slice = deadline.IsNever ? FutexSliceMs : Math.Min(FutexSliceMs, deadline.RemainingMilliseconds);
+                if (ring.SleepOnFutex(slice) && !ring.HasInput() && ++fruitless >= MaxFruitlessFutexWaits)
+                {
+                    onFutex = false; // the peer keeps rewriting our flag: the socket poll does not spin on it
+                }
+
+                if (Volatile.Read(ref _wakePending))
+                {
+                    Volatile.Write(ref _wakePending, false);
+                    ring.DrainWake(); // a room wait's signal nobody drained; the ring is read next, so nothing is lost
+                }
+
+                if (ring.HasInput() || ring.IsDisposed)
+                {
+                    return Input.Ring;
+                }
+
+                if (SocketReadableNow())
+                {
+                    return Input.Socket;
+                }
+
+                if (deadline.HasPassed)
+                {
+                    return Input.TimedOut;
+                }
+
+                continue;
+            }
+
             ring.SetSleeping(true);
             if (ring.HasInput())
             {
@@ -721,6 +776,22 @@ public sealed partial class BufferChannel
             if (IsClosed)
             {
                 throw _ledger.ClosedException();
+            }
+        }
+    }
+
+    /// <summary>Wakes the peer if it sleeps on its futex (after a record on the socket it would not see there).</summary>
+    private void NudgeRingPeer()
+    {
+        if (_ring is ChannelRing ring && ring.Enter())
+        {
+            try
+            {
+                ring.NudgeFutexSleeper();
+            }
+            finally
+            {
+                ring.Exit();
             }
         }
     }

@@ -726,6 +726,10 @@ public sealed partial class BufferChannel : IDisposable
             case SendStatus.Sent:
                 Interlocked.Increment(ref _messagesSent);
                 Interlocked.Add(ref _fdsSent, (fd is null ? 0 : 1) + (second is null ? 0 : 1));
+                if (message.Type is MessageType.Ping or MessageType.Pong)
+                {
+                    NudgeRingPeer(); // on the ring transport, a peer asleep on its futex does not see the socket
+                }
 
                 return;
             case SendStatus.TimedOut:

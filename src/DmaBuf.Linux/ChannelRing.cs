@@ -66,11 +66,17 @@ internal struct RingEntry
 /// 128-byte line (two cache lines: no false sharing with the adjacent-line prefetcher either), read by the producer only
 /// when the ring looks full; the consumer's sleeping flag has a line of its own too.</para>
 /// <para><b>Waking.</b> A consumer about to sleep sets its flag, issues a full fence and looks at its slot once more
-/// (Dekker's pattern); a producer publishes, fences and signals the consumer only if the flag is set. A busy consumer is
-/// never woken by a syscall. A flag the peer forges costs only a spurious signal or, if cleared, a wake the peer misses
-/// itself. The signal is a datagram on a Unix socket pair whose waiting end stays with the side that waits; sends and
-/// drains take <c>MSG_DONTWAIT</c> per call, so no flag the peer sets on a descriptor it shares with us (an eventfd's
-/// <c>O_NONBLOCK</c> lives in the shared file description) can make either wait.</para>
+/// (Dekker's pattern); a producer publishes, fences and wakes the consumer only if the flag is set. A busy consumer is
+/// never woken by a syscall. The flag says how the consumer sleeps: on a futex on the flag itself
+/// (<see cref="SleepingOnFutex"/>: a blocking receive), woken by <c>FUTEX_WAKE</c>; or polling its wake-up socket
+/// (<see cref="SleepingOnSocket"/>: an async receive, which waits through the runtime's poller), woken by a datagram on
+/// a Unix socket pair whose waiting end stays with the side that waits. Neither wake can be made to wait: a futex wake
+/// never does, and sends and drains take <c>MSG_DONTWAIT</c> per call, so no flag the peer sets on a descriptor it shares
+/// with us (an eventfd's <c>O_NONBLOCK</c> lives in the shared file description) matters. A flag the peer forges costs
+/// only a spurious wake or, if cleared, a wake the peer misses itself; a flag it keeps rewriting under a futex sleep
+/// turns that sleep into a socket poll after a few fruitless wakes (<see cref="SleepOnFutex"/>). A futex keeps no
+/// pending wake, so a producer that finds the flag saying futex clears it before it wakes: a consumer past its last
+/// look at the ring but not yet asleep then finds the word changed and does not sleep.</para>
 /// <para><b>Checks.</b> A slot at our tail stamped neither empty (the previous lap's stamp) nor with its position, an
 /// entry rewritten while it was copied, a tail behind the last one seen or ahead of our head: the ring is corrupt
 /// (<see cref="ChannelErrorReason.RingCorrupt"/>). The entry's content is checked by the channel and its ledger.</para>
@@ -80,7 +86,10 @@ internal sealed unsafe class ChannelRing : IDisposable
     internal const int EntrySize = 64;
     internal const int Capacity = 256;
     internal const uint RegionMagic = 0x47524244; // "DBRG"
-    internal const uint RegionVersion = 3; // 3: the wake-up descriptor is a Unix datagram socket (2: an eventfd)
+    internal const uint RegionVersion = 4; // 4: the sleeping flag says futex or socket (3: socket only; 2: an eventfd)
+    internal const int Awake = 0;
+    internal const int SleepingOnSocket = 1; // any value but 0 and 2 is taken as this
+    internal const int SleepingOnFutex = 2;
     internal const int TailOffset = 256;
     internal const int SleepingOffset = 384;
     internal const int RoomWaitOffset = 512; // the producer's: non-zero (a number per wait) while it waits for room
@@ -313,9 +322,39 @@ internal sealed unsafe class ChannelRing : IDisposable
         _head++;
         Volatile.Write(ref slot->Stamp, _head); // ...then the stamp, with release semantics: this publishes the entry
         Interlocked.MemoryBarrier(); // the stamp store before the flag load (the consumer fences the other way)
-        if (Volatile.Read(ref *(int*)(_outbound + SleepingOffset)) != 0)
+        int sleeping = Volatile.Read(ref *(int*)(_outbound + SleepingOffset));
+        if (sleeping != Awake)
         {
             WakesSent++;
+            WakePeer(sleeping);
+        }
+    }
+
+    /// <summary>
+    /// Wakes the peer if it sleeps on its futex: after a record on the socket (a ping, a pong), which a futex sleep
+    /// does not see. A peer polling its socket sees the record itself.
+    /// </summary>
+    internal void NudgeFutexSleeper()
+    {
+        if (Volatile.Read(ref *(int*)(_outbound + SleepingOffset)) == SleepingOnFutex)
+        {
+            WakesSent++;
+            WakePeer(SleepingOnFutex);
+        }
+    }
+
+    private void WakePeer(int sleeping)
+    {
+        if (sleeping == SleepingOnFutex && Interop.Libc.HasFutex)
+        {
+            // The word changes first: a consumer between its last look at the ring and its FUTEX_WAIT then finds it
+            // changed and does not sleep (a futex keeps no pending wake, as a datagram does).
+            int* word = (int*)(_outbound + SleepingOffset);
+            _ = Interlocked.CompareExchange(ref *word, Awake, SleepingOnFutex);
+            Interop.Libc.FutexWake(word);
+        }
+        else
+        {
             SignalPeer();
         }
     }
@@ -389,13 +428,37 @@ internal sealed unsafe class ChannelRing : IDisposable
         return true;
     }
 
-    /// <summary>Says in the peer's region whether we sleep; when <paramref name="sleeping"/>, fences before the caller re-checks.</summary>
-    internal void SetSleeping(bool sleeping)
+    /// <summary>
+    /// Says in the peer's region whether we sleep (polling our wake-up socket); when <paramref name="sleeping"/>, fences
+    /// before the caller re-checks.
+    /// </summary>
+    internal void SetSleeping(bool sleeping) => SetSleeping(sleeping ? SleepingOnSocket : Awake);
+
+    private void SetSleeping(int how)
     {
-        Volatile.Write(ref *(int*)(_inbound + SleepingOffset), sleeping ? 1 : 0);
-        if (sleeping)
+        Volatile.Write(ref *(int*)(_inbound + SleepingOffset), how);
+        if (how != Awake)
         {
             Interlocked.MemoryBarrier(); // the flag store before the stamp load (the producer fences the other way)
+        }
+    }
+
+    /// <summary>
+    /// Sleeps on the futex of our sleeping flag for at most <paramref name="milliseconds"/>, unless an entry is there
+    /// already; the flag says so while we sleep and is cleared after. True when the flag had changed before the sleep
+    /// began: the producer's wake (it clears the flag, then wakes), or a peer rewriting it (the caller counts those that
+    /// bring nothing).
+    /// </summary>
+    internal bool SleepOnFutex(int milliseconds)
+    {
+        SetSleeping(SleepingOnFutex);
+        try
+        {
+            return !HasInput() && !IsDisposed && Interop.Libc.FutexWait((int*)(_inbound + SleepingOffset), SleepingOnFutex, milliseconds);
+        }
+        finally
+        {
+            SetSleeping(Awake);
         }
     }
 
@@ -458,6 +521,16 @@ internal sealed unsafe class ChannelRing : IDisposable
         if (Interlocked.Exchange(ref _disposed, 1) != 0)
         {
             return;
+        }
+
+        if (Interop.Libc.HasFutex)
+        {
+            NudgeFutexSleeper(); // the peer, if asleep on its futex, sees the socket's hang-up now, not a slice later
+
+            // Our own receive, if it sleeps there or is about to: the flag no longer says so (a sleep about to begin
+            // finds it changed), and a sleeper is woken. Either way it then sees the close.
+            Volatile.Write(ref *(int*)(_inbound + SleepingOffset), Awake);
+            Interop.Libc.FutexWake((int*)(_inbound + SleepingOffset));
         }
 
         _regions.Dispose();
