@@ -17,7 +17,7 @@ public sealed class ReceivedBuffer : ChannelMessage, IDisposable
 {
     private readonly BufferChannel _channel;
     private readonly FrameLease? _lease;
-    private readonly int _leaseGeneration;
+    private readonly long _leaseGeneration;
     private DmaBufHandle? _handle;
     private int _disposed;
 

@@ -107,33 +107,39 @@ internal sealed class FrameMapping
 internal sealed class FrameLease
 {
     // The use's number and whether it is open, in one word (generation << 1 | open), so that ending a use is one
-    // compare-and-swap: two disposals of one use cannot both succeed, even when the lease is reused in between.
-    private int _state;
+    // compare-and-swap: two disposals of one use cannot both succeed, even when the lease is reused in between. 64 bits:
+    // with 32, the number came round again after 2^31 uses of one lease (a few minutes of a tight in-process loop),
+    // and a view kept from the first use would have read the later one's frame.
+    private long _state;
 
     internal FrameLease(FrameMapping mapping) => Mapping = mapping;
+
+    /// <summary>A lease whose first use is number <paramref name="generation"/> (tests of the number's range).</summary>
+    internal FrameLease(FrameMapping mapping, long generation)
+        : this(mapping) => _state = generation << 1;
 
     internal FrameMapping Mapping { get; }
 
     /// <summary>The number of the current use; a view made in an earlier use is stale.</summary>
-    internal int Generation => Volatile.Read(ref _state) >> 1;
+    internal long Generation => Volatile.Read(ref _state) >> 1;
 
     /// <summary>Opens the next use; only by the one leasing it (a new lease, or one taken from the pool).</summary>
     internal void Open() => Volatile.Write(ref _state, Volatile.Read(ref _state) | 1);
 
     /// <summary>Whether use <paramref name="generation"/> is the current one and not yet disposed.</summary>
-    internal bool IsLive(int generation) => Volatile.Read(ref _state) == Live(generation);
+    internal bool IsLive(long generation) => Volatile.Read(ref _state) == Live(generation);
 
     /// <summary>Ends use <paramref name="generation"/> (nothing if it ended already) and returns the lease to its pool.</summary>
-    internal void Dispose(int generation)
+    internal void Dispose(long generation)
     {
-        int live = Live(generation);
+        long live = Live(generation);
         if (Interlocked.CompareExchange(ref _state, unchecked(generation + 1) << 1, live) == live)
         {
             Mapping.Return(this); // every view of this use is stale from now on
         }
     }
 
-    private static int Live(int generation) => (generation << 1) | 1;
+    private static long Live(long generation) => (generation << 1) | 1;
 }
 
 /// <summary>
@@ -147,9 +153,9 @@ internal sealed class FrameLease
 public readonly unsafe struct ReceivedFrame
 {
     private readonly FrameLease? _lease;
-    private readonly int _generation;
+    private readonly long _generation;
 
-    internal ReceivedFrame(FrameLease lease, int generation)
+    internal ReceivedFrame(FrameLease lease, long generation)
     {
         _lease = lease;
         _generation = generation;

@@ -95,7 +95,7 @@ public sealed class ChannelLedgerLeaseModelTests
         var live = new HashSet<FrameLease>(ReferenceEqualityComparer.Instance);
         for (int k = 0; k < a.Views.Count; k++)
         {
-            (FrameLease lease, int generation, _) = a.Views[k];
+            (FrameLease lease, long generation, _) = a.Views[k];
             bool isLive = lease.IsLive(generation);
             if (isLive != m.Views[k].Live || (isLive && !live.Add(lease)))
             {
@@ -150,7 +150,7 @@ public sealed class ChannelLedgerLeaseModelTests
         public List<(Mapped Unmap, FrameMapping Mapping)> Mappings { get; } = [];
 
         /// <summary>Every frame view handed out, live or stale: its lease, the use it was made in, its mapping.</summary>
-        public List<(FrameLease Lease, int Generation, int Mapping)> Views { get; } = [];
+        public List<(FrameLease Lease, long Generation, int Mapping)> Views { get; } = [];
 
         public string Last { get; private set; } = "";
 
@@ -197,7 +197,7 @@ public sealed class ChannelLedgerLeaseModelTests
                 return "no view";
             }
 
-            (FrameLease lease, int generation, _) = Views[k % Views.Count];
+            (FrameLease lease, long generation, _) = Views[k % Views.Count];
             var frame = new ReceivedFrame(lease, generation);
             try
             {
@@ -217,7 +217,7 @@ public sealed class ChannelLedgerLeaseModelTests
                 return "no view";
             }
 
-            (FrameLease lease, int generation, _) = Views[k % Views.Count];
+            (FrameLease lease, long generation, _) = Views[k % Views.Count];
             lease.Dispose(generation);
             return "disposed";
         });

@@ -57,7 +57,7 @@ internal static class LeaseRace
     {
         var (ledger, reference, unmap) = Registered();
         FrameLease l = ledger.LeaseRegistered(Id, Size)!;
-        int generation = l.Generation;
+        long generation = l.Generation;
         Task dispose = Task.Run(() =>
         {
             ReadLive(l, generation, "a lease while the channel closes");
@@ -80,7 +80,7 @@ internal static class LeaseRace
     {
         var (ledger, reference, unmap) = Registered();
         FrameLease first = ledger.LeaseRegistered(Id, Size)!;
-        int firstGeneration = first.Generation;
+        long firstGeneration = first.Generation;
         Task ending = Task.Run(() =>
         {
             ReadLive(first, firstGeneration, "the first delivery");
@@ -91,7 +91,7 @@ internal static class LeaseRace
         Task next = Task.Run(() =>
         {
             FrameLease second = ledger.LeaseRegistered(Id, Size)!;
-            int generation = second.Generation;
+            long generation = second.Generation;
             Specification.Assert(!ReferenceEquals(second, first) || !first.IsLive(firstGeneration), "one pooled lease serves two live deliveries");
             ReadLive(second, generation, "the next delivery");
             ReadLive(second, generation, "the next delivery, again"); // the first one's second Dispose ran meanwhile, maybe
@@ -115,7 +115,7 @@ internal static class LeaseRace
     {
         var (ledger, reference, unmap) = Registered();
         FrameLease first = ledger.LeaseRegistered(Id, Size)!;
-        int firstGeneration = first.Generation;
+        long firstGeneration = first.Generation;
         Task[] all =
         [
             Task.Run(() => first.Dispose(firstGeneration)),
@@ -123,7 +123,7 @@ internal static class LeaseRace
             Task.Run(() =>
             {
                 FrameLease next = ledger.LeaseRegistered(Id, Size)!;
-                int generation = next.Generation;
+                long generation = next.Generation;
                 ReadLive(next, generation, "the next delivery");
                 ReadLive(next, generation, "the next delivery, again");
                 next.Dispose(generation);
@@ -181,7 +181,7 @@ internal static class LeaseRace
     }
 
     /// <summary>Reads the whole frame through a live lease: every byte is the pattern, none the poison.</summary>
-    private static void ReadLive(FrameLease lease, int generation, string what)
+    private static void ReadLive(FrameLease lease, long generation, string what)
     {
         Span<byte> bytes;
         try
@@ -200,7 +200,7 @@ internal static class LeaseRace
         }
     }
 
-    private static bool ReadsStale(FrameLease lease, int generation)
+    private static bool ReadsStale(FrameLease lease, long generation)
     {
         try
         {

@@ -36,6 +36,35 @@ public sealed class RegisteredFrameTests
         Assert.True(mapping.IsUnmapped);
     }
 
+    /// <summary>
+    /// A use's number never comes round again: past 2^31 uses of one lease (a few minutes of a tight in-process loop)
+    /// the next number is still greater, and a view kept from an earlier use stays stale. With a 32-bit state word the
+    /// number after 2^30 - 1 ... 2^31 - 1 wrapped to a negative or to 0, the road back to a number a kept view holds.
+    /// </summary>
+    [Theory]
+    [InlineData((1L << 30) - 1)]
+    [InlineData((1L << 31) - 1)]
+    [InlineData((1L << 32) - 1)]
+    public void AUseNumber_NeverComesRoundAgain_PastTheThirtyTwoBitRange(long first)
+    {
+        var mapping = new FrameMapping(0x1000, 16, new Counted());
+        FrameLease other = mapping.Lease(); // a delivery's count, which the numbered lease's disposal below gives back
+        var lease = new FrameLease(mapping, first);
+        lease.Open();
+        long kept = lease.Generation;
+        Assert.Equal(first, kept);
+        Assert.True(lease.IsLive(kept));
+
+        lease.Dispose(kept);
+        lease.Open(); // the pooled lease serves the next delivery
+        Assert.True(lease.Generation > kept, $"the use after {kept} is numbered {lease.Generation}");
+        Assert.False(lease.IsLive(kept));
+        Assert.True(lease.IsLive(lease.Generation));
+        Assert.False(lease.IsLive(unchecked((int)kept))); // a view that kept only 32 bits of the number is stale too
+        Assert.False(mapping.IsUnmapped);
+        other.Dispose(other.Generation);
+    }
+
     [Fact]
     public void ALeaseDisposedTwice_GoesBackToThePoolOnce()
     {
