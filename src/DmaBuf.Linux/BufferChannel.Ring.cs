@@ -453,12 +453,13 @@ public sealed partial class BufferChannel
                         {
                             return Input.TimedOut;
                         }
-                    }
 
-                    // Every few microseconds, the CPU to anyone waiting for it: the peer itself, when the scheduler put
-                    // both processes on one CPU (a socket wake-up asks it to), would otherwise not run until our time
-                    // slice ends, milliseconds later. On a CPU of our own this returns at once.
-                    Thread.Yield();
+                        // Every 200 µs of spinning, the CPU to anyone waiting for it: the peer itself, when the scheduler
+                        // put both processes on one CPU (a socket wake-up asks it to), would otherwise not run until our
+                        // time slice ends, milliseconds later. Not more often: whatever else is runnable here (a
+                        // runtime thread, a kernel worker) takes the CPU for its own slice, and the handoff waits.
+                        Thread.Yield();
+                    }
                 }
 
                 Thread.SpinWait(1);
