@@ -218,19 +218,31 @@ public sealed class HostileRingTests
             using (sender)
             using (receiver)
             {
-                nint region = sender.Ring!.OutboundAddress;
+                ChannelRing ring = sender.Ring!;
+                nint region = ring.OutboundAddress;
                 using var stop = new CancellationTokenSource();
                 var random = new Random(seed++);
                 var sending = Background<Exception?>.Start(() => Flow(sender, pool, stop.Token));
                 var receiving = Background<Exception?>.Start(() => Drain(receiver));
 
-                // The hostile peer: random bytes at random offsets of the region until the connection is closed.
+                // The hostile peer: random bytes at random offsets of the region until the connection is closed. A peer
+                // process has its own mapping of the pages; this one borrows ours, so it holds an access to it for each
+                // write (else the close, which unmaps once no access holds the region, unmaps it under the write: an
+                // access violation of the test's own, seen once in CI).
                 unsafe
                 {
-                    while (!(sender.IsClosed || receiver.IsClosed))
+                    while (!(sender.IsClosed || receiver.IsClosed) && ring.Enter())
                     {
-                        int offset = random.Next((int)ChannelRing.RegionSize - 8);
-                        *(long*)(region + offset) = random.NextInt64();
+                        try
+                        {
+                            int offset = random.Next((int)ChannelRing.RegionSize - 8);
+                            *(long*)(region + offset) = random.NextInt64();
+                        }
+                        finally
+                        {
+                            ring.Exit();
+                        }
+
                         Thread.Sleep(0);
                     }
                 }
