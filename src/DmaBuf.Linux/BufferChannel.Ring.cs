@@ -23,8 +23,8 @@ public sealed partial class BufferChannel
     /// <summary>The longest a blocking receive sleeps on its futex before it looks at the socket (a peer's death shows there).</summary>
     private const int FutexSliceMs = 50;
 
-    /// <summary>Futex waits in one receive that may find the flag changed and no entry before it polls the socket instead.</summary>
-    private const int MaxFruitlessFutexWaits = 8;
+    /// <summary>Wakes in one wait that may bring nothing before each further sleep waits a millisecond first.</summary>
+    private const int MaxFruitlessWakes = 8;
 
     private readonly Queue<(ReceivedRecord Record, WireMessage Message)> _ahead = new(); // under its own lock
     private readonly RingWait _wait;
@@ -466,18 +466,32 @@ public sealed partial class BufferChannel
             }
         }
 
-        bool onFutex = Interop.Libc.HasFutex;
-        int fruitless = 0; // futex waits that found the flag changed and no entry: a peer rewriting it, past a few
+        int fruitless = 0; // wakes in this wait that brought nothing: a peer waking us (or rewriting our flag) for nothing
         while (true)
         {
-            if (onFutex)
+            if (Interop.Libc.HasFutex)
             {
-                // A sleep in slices: a futex does not see the socket (a peer that died, a record on it from a peer that
-                // did not nudge us), so it is looked at between slices, and after every wake that brought no entry.
-                int slice = deadline.IsNever ? FutexSliceMs : Math.Min(FutexSliceMs, deadline.RemainingMilliseconds);
-                if (ring.SleepOnFutex(slice) && !ring.HasInput() && ++fruitless >= MaxFruitlessFutexWaits)
+                if (fruitless > MaxFruitlessWakes)
                 {
-                    onFutex = false; // the peer keeps rewriting our flag: the socket poll does not spin on it
+                    Thread.Sleep(1); // such a peer gets one look a millisecond, not a spin of ours
+                }
+
+                // A sleep in slices: a futex does not see the socket (a peer that died, a record from a peer that did not
+                // nudge us), so the socket is looked at before each sleep (after the flag: a peer that sends a record,
+                // then reads the flag, either sees it and wakes us or sent before our look) and after each wake.
+                int slice = deadline.IsNever ? FutexSliceMs : Math.Min(FutexSliceMs, deadline.RemainingMilliseconds);
+                FutexOutcome outcome = FutexOutcome.Changed;
+                ring.BeginFutexSleep();
+                try
+                {
+                    if (!ring.HasInput() && !ring.IsDisposed && !SocketReadableNow())
+                    {
+                        outcome = ring.SleepOnFutex(slice);
+                    }
+                }
+                finally
+                {
+                    ring.SetSleeping(false);
                 }
 
                 if (Volatile.Read(ref _wakePending))
@@ -499,6 +513,11 @@ public sealed partial class BufferChannel
                 if (deadline.HasPassed)
                 {
                     return Input.TimedOut;
+                }
+
+                if (outcome != FutexOutcome.TimedOut)
+                {
+                    fruitless++;
                 }
 
                 continue;
@@ -642,7 +661,11 @@ public sealed partial class BufferChannel
             }
             catch (ChannelProtocolException e)
             {
-                Close(e.Reason);
+                if (ClosedCleanlyUnder(e))
+                {
+                    return true; // closed here meanwhile (a pong that found the connection closed): the caller sees the close
+                }
+
                 throw;
             }
         }
@@ -723,8 +746,8 @@ public sealed partial class BufferChannel
                 _ledger.OnAck(e.BufferId, e.Sequence);
                 return new BufferAcknowledged(e.BufferId, e.Sequence, e.UserData);
             case MessageType.Release:
-                bool last = _ledger.OnRelease(e.BufferId, e.Sequence);
-                bool returned = last && _pool is not null && _pool.DropChannelHold(e.BufferId);
+                _ledger.OnRelease(e.BufferId, e.Sequence);
+                bool returned = _pool is not null && _pool.DropChannelHold(e.BufferId); // the delivery's hold
                 return new BufferReleased(e.BufferId, e.Sequence, returned);
             case MessageType.Forget:
                 _ledger.OnPeerForget(e.BufferId).Dispose();

@@ -300,12 +300,32 @@ public sealed partial class BufferChannel : IDisposable
             return -1;
         }
 
-        ChannelLedger<DmaBufHandle>.SendTicket ticket = _ledger.BeginBuffer(b.Id, buffer, transient, s_duplicate);
-        if (ticket.FirstOut && _pool?.TakeChannelHold(b.Id) == ChannelHold.NotRented)
+        // Each delivery of a pool buffer holds it, from before the ledger records it (a peer may release a delivery it
+        // never got, by its number) until it is released, handed back by close, or its send fails.
+        bool held = false;
+        switch (_pool?.TakeChannelHold(b.Id))
         {
-            _ledger.AbortBuffer(ticket)?.Dispose();
-            throw new InvalidOperationException(
-                $"Buffer {b.Id} belongs to the pool this channel returns buffers to, but is not rented from it: rent it first (another renter may be writing it).");
+            case ChannelHold.NotRented:
+                throw new InvalidOperationException(
+                    $"Buffer {b.Id} belongs to the pool this channel returns buffers to, but is not rented from it: rent it first (another renter may be writing it).");
+            case ChannelHold.Held:
+                held = true;
+                break;
+        }
+
+        ChannelLedger<DmaBufHandle>.SendTicket ticket;
+        try
+        {
+            ticket = _ledger.BeginBuffer(b.Id, buffer, transient, s_duplicate);
+        }
+        catch
+        {
+            if (held)
+            {
+                _pool!.UndoChannelHold(b.Id);
+            }
+
+            throw;
         }
 
         MessageFlags flags = ticket.WithFd ? MessageFlags.FdAttached : MessageFlags.None;
@@ -334,20 +354,20 @@ public sealed partial class BufferChannel : IDisposable
         }
         catch
         {
-            _ledger.AbortBuffer(ticket, out bool lastOut)?.Dispose(); // not delivered: the caller keeps the buffer
-            if (lastOut)
+            _ledger.AbortBuffer(ticket, out bool stillOut)?.Dispose(); // not delivered: the caller keeps the buffer
+            if (held && stillOut)
             {
-                _pool?.UndoChannelHold(b.Id);
+                _pool!.UndoChannelHold(b.Id);
             }
 
             throw;
         }
 
-        if (_ledger.CompleteBuffer(ticket))
+        if (_ledger.CompleteBuffer(ticket) && held)
         {
-            // Sent, but the connection closed before the delivery was recorded: close let go of the pool's other
-            // buffers the peer had not released, and this one goes the same way (nobody will release it now).
-            _pool?.DropChannelHold(b.Id);
+            // Sent, but the connection closed before the delivery was recorded: close let go of the other deliveries
+            // the peer had not released, and this one goes the same way (nobody will release it now).
+            _pool!.DropChannelHold(b.Id);
         }
 
         return ticket.Sequence;
@@ -435,59 +455,69 @@ public sealed partial class BufferChannel : IDisposable
         EnterReceive(deadline);
         try
         {
-            ThrowIfDisposed();
-            SendControl(new WireMessage(MessageType.Ping), Deadline.Earlier(deadline, Deadline.After(_sendTimeout)));
-            while (true)
-            {
-                ChannelMessage? m = ReceiveOne(deadline);
-                if (ReferenceEquals(m, s_pong))
-                {
-                    return;
-                }
-
-                if (ReferenceEquals(m, s_timedOut))
-                {
-                    throw new TimeoutException($"No pong came from pid {Peer.ProcessId} in time.");
-                }
-
-                if (m is null)
-                {
-                    ThrowIfDisposed(); // closed here, not by the peer
-                    throw _ledger.CloseReason == ChannelErrorReason.None
-                        ? new ChannelProtocolException(ChannelErrorReason.PeerClosed, "The peer said goodbye before answering the ping.")
-                        : _ledger.ClosedException();
-                }
-
-                if (Volatile.Read(ref _pendingCount) >= MaxPendingWhilePinging)
-                {
-                    (m as IDisposable)?.Dispose();
-                    throw Fail(
-                        ChannelErrorReason.TooManyBuffers,
-                        $"Pid {Peer.ProcessId} sent more than {MaxPendingWhilePinging} messages while our ping waited for its pong; they would be held without bound.");
-                }
-
-                bool queued;
-                lock (_pending)
-                {
-                    queued = !_pendingClosed;
-                    if (queued)
-                    {
-                        _pending.Enqueue(m);
-                        Volatile.Write(ref _pendingCount, _pending.Count);
-                    }
-
-                    AssertPendingLocked();
-                }
-
-                if (!queued)
-                {
-                    (m as IDisposable)?.Dispose(); // closed meanwhile: nobody will receive it
-                }
-            }
+            PingLocked(deadline);
+        }
+        catch (ChannelProtocolException) when (Volatile.Read(ref _disposed) != 0 && _ledger.CloseReason == ChannelErrorReason.None)
+        {
+            throw new ObjectDisposedException(ToString(), "The channel was disposed while the ping waited."); // closed here, not by the peer
         }
         finally
         {
             _receiveGate.Exit();
+        }
+    }
+
+    /// <summary>The ping, inside the receive gate.</summary>
+    private void PingLocked(Deadline deadline)
+    {
+        ThrowIfDisposed();
+        SendControl(new WireMessage(MessageType.Ping), Deadline.Earlier(deadline, Deadline.After(_sendTimeout)));
+        while (true)
+        {
+            ChannelMessage? m = ReceiveOne(deadline);
+            if (ReferenceEquals(m, s_pong))
+            {
+                return;
+            }
+
+            if (ReferenceEquals(m, s_timedOut))
+            {
+                throw new TimeoutException($"No pong came from pid {Peer.ProcessId} in time.");
+            }
+
+            if (m is null)
+            {
+                ThrowIfDisposed(); // closed here, not by the peer
+                throw _ledger.CloseReason == ChannelErrorReason.None
+                    ? new ChannelProtocolException(ChannelErrorReason.PeerClosed, "The peer said goodbye before answering the ping.")
+                    : _ledger.ClosedException();
+            }
+
+            if (Volatile.Read(ref _pendingCount) >= MaxPendingWhilePinging)
+            {
+                (m as IDisposable)?.Dispose();
+                throw Fail(
+                    ChannelErrorReason.TooManyBuffers,
+                    $"Pid {Peer.ProcessId} sent more than {MaxPendingWhilePinging} messages while our ping waited for its pong; they would be held without bound.");
+            }
+
+            bool queued;
+            lock (_pending)
+            {
+                queued = !_pendingClosed;
+                if (queued)
+                {
+                    _pending.Enqueue(m);
+                    Volatile.Write(ref _pendingCount, _pending.Count);
+                }
+
+                AssertPendingLocked();
+            }
+
+            if (!queued)
+            {
+                (m as IDisposable)?.Dispose(); // closed meanwhile: nobody will receive it
+            }
         }
     }
 
@@ -882,8 +912,8 @@ public sealed partial class BufferChannel : IDisposable
                 _ledger.OnAck(m.BufferId, m.Sequence);
                 return new BufferAcknowledged(m.BufferId, m.Sequence, m.UserData);
             case MessageType.Release:
-                bool last = _ledger.OnRelease(m.BufferId, m.Sequence);
-                bool returned = last && _pool is not null && _pool.DropChannelHold(m.BufferId);
+                _ledger.OnRelease(m.BufferId, m.Sequence);
+                bool returned = _pool is not null && _pool.DropChannelHold(m.BufferId); // the delivery's hold
                 return new BufferReleased(m.BufferId, m.Sequence, returned);
             case MessageType.Forget:
                 _ledger.OnPeerForget(m.BufferId).Dispose();
@@ -1100,11 +1130,20 @@ public sealed partial class BufferChannel : IDisposable
 
     /// <summary>
     /// Closes the connection for <paramref name="failure"/>, met while handling what the peer sent. True when the
-    /// connection had been closed cleanly meanwhile (Dispose on another thread): the failure is then the close's echo
-    /// (a lookup of a registration the close dropped, a pong that found the socket shut) and the receive ends with null.
+    /// connection was being closed cleanly meanwhile (Dispose on another thread, which may still be saying goodbye):
+    /// the failure is then the close's echo (a lookup of a registration the close dropped, a pong that found the
+    /// goodbye said or the socket shut), the close stays clean, and the receive ends with null.
     /// </summary>
-    private bool ClosedCleanlyUnder(ChannelProtocolException failure) =>
-        !Close(failure.Reason) && _ledger.CloseReason == ChannelErrorReason.None;
+    private bool ClosedCleanlyUnder(ChannelProtocolException failure)
+    {
+        if (Volatile.Read(ref _disposed) != 0)
+        {
+            Close(ChannelErrorReason.None); // our Dispose is under way: its close, not the failure's
+            return _ledger.CloseReason == ChannelErrorReason.None;
+        }
+
+        return !Close(failure.Reason) && _ledger.CloseReason == ChannelErrorReason.None;
+    }
 
     [System.Diagnostics.Conditional("DEBUG")]
     private void AssertPendingLocked()

@@ -1,7 +1,7 @@
 // Ownership: the pool owns one reference to each of its buffers and disposes them all on Dispose. Rent lends a
 // buffer: the caller uses the pool's handle and must not dispose it. A rented buffer comes back when the last hold on it
-// goes: each channel holds it while a delivery of it is out with its peer, and a caller may hold it (Hold) around
-// sends to several channels; a rented buffer nothing holds is its renter's, who sends it or gives it back (Return).
+// goes: each delivery of it out with a channel's peer holds it, and a caller may hold it (Hold) around sends to several
+// channels; a rented buffer nothing holds is its renter's, who sends it or gives it back (Return).
 using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
@@ -11,7 +11,7 @@ namespace DmaBuf.Linux;
 /// <summary>
 /// A fixed set of buffers handed out in turn (least recently returned first), like a decoder's frame pool. A
 /// <see cref="BufferChannel"/> given the pool (<see cref="BufferChannelOptions.ReturnTo"/>) holds each rented buffer
-/// while a delivery of it is out with its peer, and the buffer comes back when the last channel's peer releases it
+/// while any delivery of it is out with its peer, and the buffer comes back when the last channel's peer releases it
 /// (or goes away). Several channels may share one pool, and one frame may go to several of them: to keep it from
 /// coming back between those sends (the first peer may release before the last send), <see cref="Hold"/> it first and
 /// <see cref="Return"/> it after.
@@ -148,8 +148,8 @@ public sealed class BufferPool : IDisposable
     }
 
     /// <summary>
-    /// A channel's first delivery of <paramref name="bufferId"/> is going out: the channel holds the buffer until its
-    /// peer has released every delivery of it (<see cref="DropChannelHold"/>) or the send fails (<see cref="UndoChannelHold"/>).
+    /// A channel's delivery of <paramref name="bufferId"/> is going out: it holds the buffer until the peer releases it
+    /// or the connection closes (<see cref="DropChannelHold"/>), or the send fails (<see cref="UndoChannelHold"/>).
     /// </summary>
     internal ChannelHold TakeChannelHold(long bufferId)
     {
@@ -171,7 +171,7 @@ public sealed class BufferPool : IDisposable
         }
     }
 
-    /// <summary>A channel's peer released its last delivery of <paramref name="bufferId"/>; true when the buffer is available again.</summary>
+    /// <summary>A channel's delivery of <paramref name="bufferId"/> ended (released, or closed); true when the buffer is available again.</summary>
     internal bool DropChannelHold(long bufferId)
     {
         lock (_lock)
@@ -240,7 +240,7 @@ public sealed class BufferPool : IDisposable
         }
     }
 
-    /// <summary>What holds a rented buffer: channels with a delivery of it out, and callers' <see cref="Hold"/>s.</summary>
+    /// <summary>What holds a rented buffer: channels' deliveries of it out, and callers' <see cref="Hold"/>s.</summary>
     private struct Holds
     {
         public int Channels;

@@ -225,17 +225,17 @@ internal sealed class ChannelLedger<T>
 
             long sequence = ++_nextSequence;
             _outstanding.Add((id, sequence), false);
-            bool firstOut = CollectionsMarshal.GetValueRefOrAddDefault(_outstandingPerBuffer, id, out _)++ == 0;
+            CollectionsMarshal.GetValueRefOrAddDefault(_outstandingPerBuffer, id, out _)++;
             AssertInvariantsLocked();
-            return new SendTicket(id, sequence, withFd, registration, firstOut);
+            return new SendTicket(id, sequence, withFd, registration);
         }
     }
 
     /// <summary>
     /// The send of <paramref name="ticket"/> went out: the delivery is with the peer. True when the connection closed
-    /// between the transmission and this call and the buffer is the caller's to return to its pool: close hands back
-    /// only deliveries already recorded (one still in flight may yet fail, and then its caller keeps the buffer), so the
-    /// sender returns this one itself, unless close handed the same buffer back for another delivery of it.
+    /// between the transmission and this call and the delivery's hold on its pool buffer is the caller's to drop: close
+    /// hands back only deliveries already recorded (one still in flight may yet fail, and then its caller keeps the
+    /// buffer), so the sender ends this one itself.
     /// </summary>
     internal bool CompleteBuffer(in SendTicket ticket)
     {
@@ -260,16 +260,23 @@ internal sealed class ChannelLedger<T>
     internal T? AbortBuffer(in SendTicket ticket) => AbortBuffer(ticket, out _);
 
     /// <summary>
-    /// As <see cref="AbortBuffer(in SendTicket)"/>; <paramref name="lastOut"/> says whether no delivery of the buffer is
-    /// out any more (counting one close left in flight), so what held the buffer for its deliveries lets go.
+    /// As <see cref="AbortBuffer(in SendTicket)"/>; <paramref name="stillOut"/> says whether the delivery was still out
+    /// here (not released by the peer, which may release what it never got, nor handed back by close), so what holds
+    /// the buffer for it lets go.
     /// </summary>
-    internal T? AbortBuffer(in SendTicket ticket, out bool lastOut)
+    internal T? AbortBuffer(in SendTicket ticket, out bool stillOut)
     {
         lock (_lock)
         {
-            lastOut = _outstanding.Remove((ticket.Id, ticket.Sequence))
-                ? DecrementOutstandingLocked(ticket.Id)
-                : _inFlightAtClose.Remove((ticket.Id, ticket.Sequence)); // failed after close, which left this one to its sender
+            stillOut = _outstanding.Remove((ticket.Id, ticket.Sequence));
+            if (stillOut)
+            {
+                DecrementOutstandingLocked(ticket.Id);
+            }
+            else
+            {
+                stillOut = _inFlightAtClose.Remove((ticket.Id, ticket.Sequence)); // failed after close, which left this one to its sender
+            }
 
             T? drop = null;
             if (ticket.Registration is not null && _shared.TryGetValue(ticket.Id, out T? r) && ReferenceEquals(r, ticket.Registration))
@@ -502,8 +509,9 @@ internal sealed class ChannelLedger<T>
     // ---- closing ----
 
     /// <summary>
-    /// Closes the ledger once: returns every reference it held (to dispose) and the ids of our buffers delivered and not
-    /// released (to return to the pool), or null when it was closed already.
+    /// Closes the ledger once: returns every reference it held (to dispose) and, for each of our deliveries the peer
+    /// had not released, its buffer's id (each delivery's hold on its pool buffer to drop), or null when it was closed
+    /// already.
     /// </summary>
     internal CloseResult? Close(ChannelErrorReason reason)
     {
@@ -528,20 +536,16 @@ internal sealed class ChannelLedger<T>
                 }
             }
 
-            var undelivered = new Dictionary<long, long>(); // each buffer out with the peer: its oldest delivery's sequence
+            var undelivered = new List<(long Id, long Sequence)>(); // every delivery out with the peer
             foreach (((long id, long sequence), bool delivered) in _outstanding)
             {
-                if (delivered && (!undelivered.TryGetValue(id, out long oldest) || sequence < oldest))
+                if (delivered)
                 {
-                    undelivered[id] = sequence;
+                    undelivered.Add((id, sequence));
                 }
-            }
-
-            foreach (((long id, long sequence), bool delivered) in _outstanding)
-            {
-                if (!delivered && !undelivered.ContainsKey(id))
+                else
                 {
-                    _inFlightAtClose.Add((id, sequence)); // its sender learns in CompleteBuffer that the buffer is its to return
+                    _inFlightAtClose.Add((id, sequence)); // its sender learns in CompleteBuffer that the delivery is its to end
                 }
             }
 
@@ -553,8 +557,9 @@ internal sealed class ChannelLedger<T>
             _transientBytes = 0;
             _transientCount = 0;
             AssertInvariantsLocked();
-            // Handed back in the order they went out (oldest delivery first), so a pool hands them out again in that order.
-            return new CloseResult(drop, [.. undelivered.OrderBy(u => u.Value).Select(u => u.Key)], mappings);
+            // One id per delivery (each holds its pool buffer), in the order they went out, so a pool that gets several
+            // buffers back at once hands them out again in that order.
+            return new CloseResult(drop, [.. undelivered.OrderBy(u => u.Sequence).Select(u => u.Id)], mappings);
         }
     }
 
@@ -686,8 +691,7 @@ internal sealed class ChannelLedger<T>
     /// <param name="Sequence">The delivery's number.</param>
     /// <param name="WithFd">The send carries the buffer's descriptor.</param>
     /// <param name="Registration">The reference the registration made by this send holds, if it made one.</param>
-    /// <param name="FirstOut">No other delivery of the buffer was out: the first to be held for.</param>
-    internal readonly record struct SendTicket(long Id, long Sequence, bool WithFd, T? Registration, bool FirstOut);
+    internal readonly record struct SendTicket(long Id, long Sequence, bool WithFd, T? Registration);
 
     /// <summary>What <see cref="Close"/> hands back: references to dispose, ids to return, mappings to retire.</summary>
     internal sealed record CloseResult(List<T> Drop, long[] Undelivered, List<FrameMapping> Mappings);

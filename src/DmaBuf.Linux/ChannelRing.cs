@@ -73,8 +73,8 @@ internal struct RingEntry
 /// a Unix socket pair whose waiting end stays with the side that waits. Neither wake can be made to wait: a futex wake
 /// never does, and sends and drains take <c>MSG_DONTWAIT</c> per call, so no flag the peer sets on a descriptor it shares
 /// with us (an eventfd's <c>O_NONBLOCK</c> lives in the shared file description) matters. A flag the peer forges costs
-/// only a spurious wake or, if cleared, a wake the peer misses itself; a flag it keeps rewriting under a futex sleep
-/// turns that sleep into a socket poll after a few fruitless wakes (<see cref="SleepOnFutex"/>). A futex keeps no
+/// only a spurious wake or, if cleared, a wake the peer misses itself; a peer that keeps waking us for nothing (or
+/// rewriting the flag) gets one look a millisecond after a few fruitless wakes, not a spin. A futex keeps no
 /// pending wake, so a producer that finds the flag saying futex clears it before it wakes: a consumer past its last
 /// look at the ring but not yet asleep then finds the word changed and does not sleep.</para>
 /// <para><b>Checks.</b> A slot at our tail stamped neither empty (the previous lap's stamp) nor with its position, an
@@ -336,6 +336,7 @@ internal sealed unsafe class ChannelRing : IDisposable
     /// </summary>
     internal void NudgeFutexSleeper()
     {
+        Interlocked.MemoryBarrier(); // the record's send before the flag's load (the consumer fences the other way, then polls the socket)
         if (Volatile.Read(ref *(int*)(_outbound + SleepingOffset)) == SleepingOnFutex)
         {
             WakesSent++;
@@ -444,23 +445,19 @@ internal sealed unsafe class ChannelRing : IDisposable
     }
 
     /// <summary>
-    /// Sleeps on the futex of our sleeping flag for at most <paramref name="milliseconds"/>, unless an entry is there
-    /// already; the flag says so while we sleep and is cleared after. True when the flag had changed before the sleep
-    /// began: the producer's wake (it clears the flag, then wakes), or a peer rewriting it (the caller counts those that
-    /// bring nothing).
+    /// Says in the peer's region that we are about to sleep on the futex of our sleeping flag, with a full fence: the
+    /// caller then looks at the ring and the socket once more before <see cref="SleepOnFutex"/>, and clears the flag
+    /// after (<see cref="SetSleeping(bool)"/>).
     /// </summary>
-    internal bool SleepOnFutex(int milliseconds)
-    {
-        SetSleeping(SleepingOnFutex);
-        try
-        {
-            return !HasInput() && !IsDisposed && Interop.Libc.FutexWait((int*)(_inbound + SleepingOffset), SleepingOnFutex, milliseconds);
-        }
-        finally
-        {
-            SetSleeping(Awake);
-        }
-    }
+    internal void BeginFutexSleep() => SetSleeping(SleepingOnFutex);
+
+    /// <summary>
+    /// Sleeps on the futex of our sleeping flag (set by <see cref="BeginFutexSleep"/>) for at most
+    /// <paramref name="milliseconds"/>. <see cref="FutexOutcome.Changed"/>: the flag had changed before the sleep began
+    /// (the producer's wake clears it first, or a peer rewrote it).
+    /// </summary>
+    internal FutexOutcome SleepOnFutex(int milliseconds) =>
+        Interop.Libc.FutexWait((int*)(_inbound + SleepingOffset), SleepingOnFutex, milliseconds);
 
     /// <summary>
     /// Says in our region that we wait for room (a new number per wait), with a full fence before the caller looks at

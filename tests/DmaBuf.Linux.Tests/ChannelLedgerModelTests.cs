@@ -415,7 +415,7 @@ public sealed class ChannelLedgerModelTests
             }
 
             Closed = true;
-            IEnumerable<long> undelivered = Outstanding.Where(o => o.Value).Select(o => o.Key.Id).Distinct().Order();
+            IEnumerable<long> undelivered = Outstanding.Where(o => o.Value).Select(o => o.Key.Id).Order(); // one per delivery out: each holds its pool buffer
             Last = $"closed, undelivered {string.Join(",", undelivered)}";
             Shared.Clear();
             Outstanding.Clear();

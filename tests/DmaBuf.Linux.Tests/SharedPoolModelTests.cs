@@ -307,9 +307,18 @@ public sealed class SharedPoolModelTests
 
         public void Close(int k)
         {
-            var out_ = _held[k].Distinct().ToList();
-            _held[k].Clear();
-            out_.ForEach(b => FreeIfUnheld(b));
+            // Each delivery out holds its buffer; close lets go of them in the order they went out, so a buffer is free
+            // again when its newest delivery's hold goes.
+            var deliveries = _held[k].ToList();
+            for (int j = 0; j < deliveries.Count; j++)
+            {
+                _held[k].RemoveAt(0);
+                if (!_held[k].Contains(deliveries[j]))
+                {
+                    FreeIfUnheld(deliveries[j]);
+                }
+            }
+
             Last = "closed";
         }
 

@@ -33,13 +33,22 @@ internal static partial class Interop
 
         /// <summary>
         /// Sleeps while <paramref name="address"/> holds <paramref name="expected"/>, for at most
-        /// <paramref name="milliseconds"/>, until a <see cref="FutexWake"/> on it. True when the word held something
-        /// else already (<c>EAGAIN</c>: it changed before the sleep began); false when woken, timed out or interrupted.
+        /// <paramref name="milliseconds"/>, until a <see cref="FutexWake"/> on it.
         /// </summary>
-        internal static unsafe bool FutexWait(int* address, int expected, int milliseconds)
+        internal static unsafe FutexOutcome FutexWait(int* address, int expected, int milliseconds)
         {
             var timeout = new Timespec { Seconds = milliseconds / 1000, Nanoseconds = milliseconds % 1000 * 1_000_000L };
-            return syscall_futex(s_futexSyscall, address, FUTEX_WAIT, expected, &timeout, 0, 0) != 0 && LastErrno == EAGAIN;
+            if (syscall_futex(s_futexSyscall, address, FUTEX_WAIT, expected, &timeout, 0, 0) == 0)
+            {
+                return FutexOutcome.Woken;
+            }
+
+            return LastErrno switch
+            {
+                EAGAIN => FutexOutcome.Changed,
+                ETIMEDOUT => FutexOutcome.TimedOut,
+                _ => FutexOutcome.Woken, // EINTR: as a spurious wake; the caller looks again either way
+            };
         }
 
         /// <summary>Wakes whoever sleeps on <paramref name="address"/> (<see cref="FutexWait"/>); never waits.</summary>
@@ -52,4 +61,17 @@ internal static partial class Interop
             public long Nanoseconds;
         }
     }
+}
+
+/// <summary>How a <see cref="Interop.Libc.FutexWait"/> ended.</summary>
+internal enum FutexOutcome
+{
+    /// <summary>Woken (or interrupted).</summary>
+    Woken,
+
+    /// <summary>The word held something else already: it changed before the sleep began.</summary>
+    Changed,
+
+    /// <summary>The time ran out.</summary>
+    TimedOut,
 }
