@@ -79,7 +79,7 @@ public class ConsumerLookupBenchmark
     public int IdToRegisteredFrame()
     {
         FrameLease lease = _ledger.LeaseRegistered(_id, FrameBytes)!;
-        int generation = lease.Generation;
+        long generation = lease.Generation;
         int length = new ReceivedFrame(lease, generation).Span.Length;
         lease.Dispose(generation);
         return length;
